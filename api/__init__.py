@@ -1,0 +1,1 @@
+"""StreamForge api."""
