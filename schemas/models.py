@@ -1,0 +1,273 @@
+"""The records StreamForge moves: readings and everything derived from them.
+
+Every record is a slotted standard-library dataclass validated by pydantic 2
+(through :func:`adapter`), not a ``BaseModel``: the hot path builds millions of
+them per minute, and a slotted dataclass is built ~8x faster than a model
+(0.27 µs against 2.2 µs measured here), while pydantic still validates
+untrusted input, produces the JSON Schema (``schemas/json/``) and serialises.
+
+Trusted code (the simulator, the operators) builds records directly;
+untrusted input (payloads from devices) goes through
+:func:`flows.decode.decode_payload`, which validates with these adapters.
+
+>>> from datetime import datetime, timezone
+>>> r = Reading(device="press-1", metric="temperature",
+...             ts=datetime(2026, 1, 1, tzinfo=timezone.utc), value=71.5)
+>>> to_json(r)[:43]
+b'{"device":"press-1","metric":"temperature",'
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, ConfigDict, Field, TypeAdapter
+
+Quality = Literal["good", "uncertain", "bad"]
+"""OPC UA style quality of a value: good, uncertain (e.g. sensor drifting) or bad."""
+
+SourceKind = Literal["mqtt", "modbus", "opcua", "http", "kafka", "simulator"]
+"""Where a reading entered StreamForge."""
+
+RecordKind = Literal["telemetry", "event", "alarm", "log"]
+"""How a reading is classified (rules in ``PipelineConfig.classification``)."""
+
+Severity = Literal["info", "warning", "major", "critical"]
+"""Alarm severities, lowest first."""
+
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "major": 2, "critical": 3}
+
+AlarmState = Literal["raised", "acknowledged", "cleared"]
+AlarmTransition = Literal["raised", "escalated", "deescalated", "acknowledged", "cleared"]
+AlarmKind = Literal["threshold", "anomaly", "device"]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+Value = float | int | bool | str
+"""A reading's value. JSON numbers stay int or float, ``true``/``false`` stay bool."""
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+"""Tenant, device and metric names: non-empty, at most 200 characters."""
+
+# Records reject unknown fields and NaN/inf; a reading with a typo in a field
+# name is a dead letter, not a reading with a silently missing unit.
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+@dataclass(slots=True)
+class Reading:
+    """One value of one metric of one device at one instant (event time, UTC)."""
+
+    __pydantic_config__ = _STRICT
+
+    device: Name
+    metric: Name
+    ts: AwareDatetime
+    value: Value
+    tenant: Name = "default"
+    quality: Quality = "good"
+    source: SourceKind = "simulator"
+    unit: str | None = None
+    attributes: dict[str, str] | None = None
+
+
+@dataclass(slots=True)
+class Event:
+    """A discrete change of state of a (tenant, device, metric): previous -> value."""
+
+    __pydantic_config__ = _STRICT
+
+    tenant: Name
+    device: Name
+    metric: Name
+    ts: AwareDatetime
+    previous: Value | None
+    value: Value
+    source: SourceKind = "simulator"
+
+
+@dataclass(slots=True)
+class Alarm:
+    """One transition of an alarm's lifecycle, carrying the alarm's full state.
+
+    An alarm has one ``id`` from raise to clear; every transition (raised,
+    escalated, deescalated, acknowledged, cleared) is emitted as a new record
+    with ``seq`` incremented, so ``(id, seq)`` identifies a transition and
+    sinks can upsert the current state by ``id``.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    id: str
+    tenant: Name
+    device: Name
+    metric: Name
+    rule: Name
+    kind: AlarmKind
+    severity: Severity
+    state: AlarmState
+    transition: AlarmTransition
+    seq: int
+    ts: AwareDatetime
+    raised_at: AwareDatetime
+    value: Value | None
+    threshold: float | None
+    message: str
+    acknowledged_at: AwareDatetime | None = None
+    acknowledged_by: str | None = None
+    cleared_at: AwareDatetime | None = None
+    comment: str | None = None
+
+
+@dataclass(slots=True)
+class LogRecord:
+    """A log line a device reported (a reading classified as ``log``)."""
+
+    __pydantic_config__ = _STRICT
+
+    tenant: Name
+    device: Name
+    ts: AwareDatetime
+    level: LogLevel
+    component: str
+    message: str
+    metric: str | None = None
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """Input that could not become a reading, kept with the reason why.
+
+    ``payload`` is the original payload as text; bytes that are not UTF-8 are
+    kept as base64 and ``payload_encoding`` says so. ``origin`` says where it
+    came from (an MQTT topic, ``topic/partition/offset`` for Kafka, a device).
+    ``step`` names the step that rejected it (``decode``, ``rollup``, ...).
+    """
+
+    __pydantic_config__ = _STRICT
+
+    received_at: AwareDatetime
+    source: SourceKind
+    reason: str
+    payload: str
+    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    origin: str | None = None
+    step: str = "decode"
+    tenant: str | None = None
+
+
+@dataclass(slots=True)
+class Rollup:
+    """Aggregates of one metric of one device over one event-time window.
+
+    ``revision`` is 0 for the first emission of a window and grows by one for
+    each correction caused by late data; sinks upsert on
+    ``(tenant, device, metric, tier, window_start)``. ``var`` is the
+    population variance of the window's values.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    tenant: Name
+    device: Name
+    metric: Name
+    tier: str
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    count: int
+    min: float
+    max: float
+    sum: float
+    mean: float
+    var: float
+    first: float
+    last: float
+    first_ts: AwareDatetime
+    last_ts: AwareDatetime
+    revision: int = 0
+
+
+@dataclass(slots=True)
+class AnomalyScore:
+    """The anomaly score in [0, 1] of one telemetry value, from an online detector."""
+
+    __pydantic_config__ = _STRICT
+
+    tenant: Name
+    device: Name
+    metric: Name
+    ts: AwareDatetime
+    value: float
+    score: Annotated[float, Field(ge=0.0, le=1.0)]
+    detector: str
+    anomalous: bool = False
+
+
+RECORD_TYPES: dict[str, type] = {
+    "reading": Reading,
+    "event": Event,
+    "alarm": Alarm,
+    "log_record": LogRecord,
+    "dead_letter": DeadLetter,
+    "rollup": Rollup,
+    "anomaly_score": AnomalyScore,
+}
+"""Every record type by its schema name (the file name under ``schemas/json``)."""
+
+SCHEMA_VERSION = 1
+"""Version of the record schemas, sent with every Kafka message as a header."""
+
+
+@functools.cache
+def adapter(record_type: Any) -> TypeAdapter[Any]:
+    """The cached pydantic ``TypeAdapter`` of a record type (building one costs ~1 ms)."""
+    return TypeAdapter(record_type)
+
+
+def to_json(record: Any) -> bytes:
+    """Serialise a record to compact JSON bytes (timestamps as ISO 8601 UTC)."""
+    return adapter(type(record)).dump_json(record)
+
+
+def to_dict(record: Any) -> dict[str, Any]:
+    """A record as a JSON-compatible dict."""
+    result: dict[str, Any] = adapter(type(record)).dump_python(record, mode="json")
+    return result
+
+
+def series_key(tenant: str, device: str, metric: str) -> str:
+    """The key of one time series; keyed state and partitioning use it."""
+    return f"{tenant}/{device}/{metric}"
+
+
+def is_number(value: Any) -> bool:
+    """True for int and float values, false for bool and str (bool is an int in Python)."""
+    return type(value) is float or type(value) is int
+
+
+def epoch_seconds(ts: datetime) -> float:
+    """Seconds since the Unix epoch of an aware datetime."""
+    return ts.timestamp()
+
+
+@dataclass(slots=True)
+class RawMessage:
+    """An undecoded payload as a source received it; ``flows.decode`` turns it into readings.
+
+    ``defaults`` fills fields the payload does not carry (for example
+    ``device`` and ``metric`` taken from MQTT topic levels, or the
+    ``tenant``). ``fmt`` says what the payload is: a JSON object, a JSON
+    array of objects (a batch), a bare number (device and metric must then
+    come from ``defaults``), or ``auto`` to accept any of them. ``ack`` is
+    an optional callable a source attaches to acknowledge the message
+    upstream once it has been taken (never called by the decoder itself).
+    """
+
+    payload: bytes
+    source: SourceKind
+    received_at: datetime
+    origin: str | None = None
+    defaults: dict[str, str] | None = None
+    fmt: Literal["auto", "object", "array", "number"] = "auto"

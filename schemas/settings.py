@@ -1,0 +1,41 @@
+"""Connection settings, read from ``STREAMFORGE_*`` environment variables.
+
+Defaults match the local services started by ``make up`` (see
+``deploy/services.sh``), so nothing needs configuring on a development box.
+
+>>> Settings().kafka_bootstrap_servers
+'127.0.0.1:9092'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the servers are and where the pipeline config lives.
+
+    Every field is read from the environment variable ``STREAMFORGE_`` +
+    the field name in upper case, e.g. ``STREAMFORGE_DATABASE_URL``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="STREAMFORGE_", extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    database_url: str = Field(
+        "postgresql://streamforge:streamforge@127.0.0.1:5433/streamforge",
+        description="PostgreSQL / TimescaleDB connection URL (libpq syntax).",
+    )
+    mqtt_url: str = Field(
+        "mqtt://127.0.0.1:1883", description="Default MQTT broker URL (mqtt:// or mqtts://)."
+    )
+    config: Path | None = Field(
+        None, description="Path of the YAML pipeline config; unset = built-in default."
+    )
+    log_level: str = Field("INFO", description="Log level of StreamForge's JSON logs.")
+    api_url: str = Field("http://127.0.0.1:8000", description="Where the REST API listens.")

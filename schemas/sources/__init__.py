@@ -1,0 +1,1 @@
+"""Configuration models of the sources, one module per kind of source."""
