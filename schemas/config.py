@@ -340,7 +340,10 @@ def load_pipeline_config(
         except OSError as exc:
             raise ConfigError(f"cannot read pipeline config {origin}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"pipeline config {origin} is not valid YAML: {exc}") from None
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise ConfigError(f"pipeline config {origin} is not valid YAML{at}: {problem}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

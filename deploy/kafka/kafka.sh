@@ -36,11 +36,7 @@ kafka_fetch() {
     echo "$want" >"$stamp"
 }
 
-# Run a Kafka main class with the broker's classpath and logging setup.
-kafka_java() {
-    java "$@"
-}
-
+# JVM options that point log4j2 at our config and log directory.
 kafka_java_logging_opts() {
     printf '%s\n' "-Dlog4j2.configurationFile=$KAFKA_DEPLOY_DIR/log4j2.yaml" \
         "-Dkafka.logs.dir=$KAFKA_LOGS"
@@ -66,7 +62,7 @@ kafka_configure() {
         "CONTROLLER_PORT=$STREAMFORGE_KAFKA_CONTROLLER_PORT" \
         "DATA_DIR=$KAFKA_DATA"
     [[ -f "$KAFKA_DATA/meta.properties" ]] && return 0
-    local cp="$KAFKA_HOME/libs/*" id
+    local cp="$KAFKA_HOME/libs/*" id logopts
     mapfile -t logopts < <(kafka_java_logging_opts)
     if [[ ! -s "$KAFKA_STATE/cluster.id" ]]; then
         id=$(java -cp "$cp" "${logopts[@]}" kafka.tools.StorageTool random-uuid | tail -n 1)
@@ -80,13 +76,14 @@ kafka_configure() {
 
 # Start the broker in the background (does not wait for it to be ready).
 kafka_launch() {
-    if pidfile_pid "$KAFKA_PID" >/dev/null; then
+    if pidfile_pid "$KAFKA_PID" kafka.Kafka >/dev/null; then
         return 0
     fi
     ensure_port_free "$STREAMFORGE_KAFKA_PORT" kafka
     ensure_port_free "$STREAMFORGE_KAFKA_CONTROLLER_PORT" "kafka controller"
     kafka_fetch
     kafka_configure
+    local logopts
     mapfile -t logopts < <(kafka_java_logging_opts)
     log "kafka: starting on 127.0.0.1:$STREAMFORGE_KAFKA_PORT (heap $STREAMFORGE_KAFKA_HEAP)"
     echo "=== $(date -Is) starting Kafka $KAFKA_VERSION ===" >>"$KAFKA_OUT"
@@ -107,7 +104,7 @@ kafka_wait() {
     wait_healthy "$KAFKA_HEALTH_TIMEOUT" "$KAFKA_PID" kafka_healthy && return 0
     show_log_tail "$KAFKA_OUT" 20
     show_log_tail "$KAFKA_SERVER_LOG" 40
-    if pidfile_pid "$KAFKA_PID" >/dev/null; then
+    if pidfile_pid "$KAFKA_PID" kafka.Kafka >/dev/null; then
         die "kafka: no metadata from 127.0.0.1:$STREAMFORGE_KAFKA_PORT within ${KAFKA_HEALTH_TIMEOUT}s (see logs above)"
     fi
     die "kafka: the broker exited during startup (see logs above)"
@@ -115,7 +112,7 @@ kafka_wait() {
 
 kafka_stop() {
     local pid
-    pid=$(pidfile_pid "$KAFKA_PID") || { rm -f "$KAFKA_PID"; return 0; }
+    pid=$(pidfile_pid "$KAFKA_PID" kafka.Kafka) || { rm -f "$KAFKA_PID"; return 0; }
     log "kafka: stopping (pid $pid)"
     # A controlled shutdown of a single node takes a few seconds.
     stop_pid "$pid" 60 kafka
@@ -124,9 +121,9 @@ kafka_stop() {
 
 kafka_status() {
     local pid state=stopped
-    if pid=$(pidfile_pid "$KAFKA_PID"); then
+    if pid=$(pidfile_pid "$KAFKA_PID" kafka.Kafka); then
         state=running
-        kafka_healthy || state=starting
+        kafka_healthy || state=unhealthy
     else
         pid=-
     fi

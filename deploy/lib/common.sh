@@ -37,7 +37,7 @@ show_log_tail() {
 # --- Prerequisites --------------------------------------------------------------
 require_root() {
     [[ $(id -u) -eq 0 ]] ||
-        die "must run as root (apt-get, debootstrap, chroot and mount need it); try: sudo $0 $*"
+        die "must run as root (apt-get, debootstrap, chroot and mount need it); try: sudo bash $0 ..."
 }
 
 # Everything `up` needs before it touches anything.
@@ -83,12 +83,16 @@ pid_alive() {
     [[ -n "$state" && "$state" != Z && "$state" != X ]]
 }
 
-# Pid recorded in a pid file, if that process is still alive.
+# Pid recorded in a pid file, if that process is still alive and (when a
+# pattern is given) its command line matches, so a recycled pid is not ours.
 pidfile_pid() {
-    local file="$1" pid
+    local file="$1" pattern="${2:-}" pid
     [[ -s "$file" ]] || return 1
     read -r pid <"$file" || true
     pid_alive "$pid" || return 1
+    if [[ -n "$pattern" ]]; then
+        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$pattern" || return 1
+    fi
     printf '%s\n' "$pid"
 }
 
@@ -100,6 +104,7 @@ spawn_daemon() {
     local pidfile="$1" logfile="$2"
     shift 2
     rm -f "$pidfile"
+    # shellcheck disable=SC2016 # expanded by the child shell, on purpose
     setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' spawn "$pidfile" "$@" \
         </dev/null >>"$logfile" 2>&1 9>&- &
     # Wait (briefly) for the pid file so callers can rely on it.

@@ -1,0 +1,152 @@
+"""Where a flow's output goes: the sink interface and the built-in sinks.
+
+Every flow produces one stream of ``(kind, record)`` pairs, where ``kind`` is
+an :data:`schemas.sinks.OutputKind` (``"telemetry"``, ``"alarm"``, ...) and
+``record`` the matching record from :mod:`schemas.models`. A sink is any
+Bytewax sink of such pairs; :func:`make_sink` builds one from its config.
+Kafka and TimescaleDB sinks plug in here the same way as ``stdout``::
+
+    from bytewax.testing import run_main
+    from flows.ingest import build_flow
+    from schemas.config import PipelineConfig
+    run_main(build_flow(PipelineConfig()))   # simulator -> readable stdout lines
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TextIO
+
+from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
+
+from flows.metrics import counter
+from schemas.models import (
+    Alarm,
+    AnomalyScore,
+    DeadLetter,
+    Event,
+    LogRecord,
+    Reading,
+    Rollup,
+    to_json,
+)
+from schemas.settings import Settings
+from schemas.sinks import SinkConfig
+
+Output = tuple[str, Any]
+"""A flow output: (output kind, record)."""
+
+OUTPUTS = counter("streamforge_outputs_total", "Records a flow produced, by kind")
+
+
+def _time(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def format_text(kind: str, record: Any) -> str:
+    """One readable line for a record; alarms and events stand out."""
+    if isinstance(record, Alarm):
+        value = f" value={record.value}" if record.value is not None else ""
+        return (
+            f"{_time(record.ts)} *** ALARM {record.transition.upper()} *** "
+            f"[{record.severity}] {record.tenant}/{record.device} rule={record.rule} "
+            f"state={record.state}{value} -- {record.message}"
+        )
+    if isinstance(record, Event):
+        return (
+            f"{_time(record.ts)} >>> EVENT {record.tenant}/{record.device} "
+            f"{record.metric}: {record.previous} -> {record.value}"
+        )
+    if isinstance(record, Reading):
+        unit = f" {record.unit}" if record.unit else ""
+        return (
+            f"{_time(record.ts)}     {kind:<9} {record.tenant}/{record.device} "
+            f"{record.metric}={record.value}{unit} ({record.quality})"
+        )
+    if isinstance(record, Rollup):
+        return (
+            f"{_time(record.window_start)}     rollup    {record.tenant}/{record.device} "
+            f"{record.metric} [{record.tier}] n={record.count} mean={record.mean:.3f} "
+            f"min={record.min:.3f} max={record.max:.3f} rev={record.revision}"
+        )
+    if isinstance(record, AnomalyScore):
+        flag = " ANOMALOUS" if record.anomalous else ""
+        return (
+            f"{_time(record.ts)}     score     {record.tenant}/{record.device} "
+            f"{record.metric}={record.value} score={record.score:.3f}{flag}"
+        )
+    if isinstance(record, LogRecord):
+        return (
+            f"{_time(record.ts)}     log       {record.tenant}/{record.device} "
+            f"[{record.level}] {record.component}: {record.message}"
+        )
+    if isinstance(record, DeadLetter):
+        return (
+            f"{_time(record.received_at)} !!! DEAD LETTER from {record.source}"
+            f" ({record.origin or '-'}) step={record.step}: {record.reason}"
+        )
+    return f"{kind}: {record!r}"
+
+
+class _WritePartition(StatelessSinkPartition[Output]):
+    def __init__(self, write: Callable[[list[Output]], None]) -> None:
+        self._write = write
+
+    def write_batch(self, items: list[Output]) -> None:
+        self._write(items)
+
+
+class StdoutSink(DynamicSink[Output]):
+    """Prints outputs as readable lines (``text``) or JSON lines (``json``)."""
+
+    def __init__(self, fmt: str = "text", stream: TextIO | None = None) -> None:
+        self.fmt = fmt
+        self.stream = stream
+
+    def _write(self, items: list[Output]) -> None:
+        out = self.stream or sys.stdout
+        if self.fmt == "json":
+            lines = [
+                '{"kind":"' + kind + '","record":' + to_json(record).decode() + "}"
+                for kind, record in items
+            ]
+        else:
+            lines = [format_text(kind, record) for kind, record in items]
+        if lines:
+            out.write("\n".join(lines) + "\n")
+            out.flush()
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WritePartition:
+        """One partition per worker, all writing to the same stream."""
+        return _WritePartition(self._write)
+
+
+class NullSink(DynamicSink[Output]):
+    """Counts outputs by kind and discards them (benchmarks)."""
+
+    def _write(self, items: list[Output]) -> None:
+        OUTPUTS.inc(len(items), sink="null")
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WritePartition:
+        """One partition per worker."""
+        return _WritePartition(self._write)
+
+
+def make_sink(config: SinkConfig, settings: Settings | None = None) -> Sink[Output]:
+    """Build the Bytewax sink described by one sink config."""
+    settings = settings or Settings()
+    if config.type == "stdout":
+        return StdoutSink(config.format)
+    if config.type == "null":
+        return NullSink()
+    if config.type == "kafka":
+        from connectors.kafka_sink import KafkaOutputSink
+
+        return KafkaOutputSink(config, settings)
+    if config.type == "timescale":
+        from connectors.timescale import TimescaleSink
+
+        return TimescaleSink(config, settings)
+    raise ValueError(f"unknown sink type {config.type!r}")
