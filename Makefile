@@ -1,4 +1,8 @@
-.PHONY: up down status
+.PHONY: up down status install test lint schemas demo bench clean
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
 
 # Local Kafka, TimescaleDB and Mosquitto on 127.0.0.1 (see deploy/README-services.md).
 up:
@@ -9,3 +13,37 @@ down:
 
 status:
 	bash deploy/services.sh status
+
+# The virtual environment, rebuilt when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The whole suite: installs, starts the services it needs, runs lint and every
+# test, and stops the services it started.
+test: install
+	bash deploy/run-tests.sh
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy flows connectors api schemas
+
+# Regenerate schemas/json after changing a model.
+schemas: install
+	$(PY) -m schemas.jsonschema
+
+# The main job on its built-in default: a simulated plant, printed to stdout.
+demo: install
+	bash deploy/demo.sh
+
+# Benchmarks: print figures and write JSON reports under tests/bench/reports/.
+bench: install
+	bash deploy/run-bench.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

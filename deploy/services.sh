@@ -17,7 +17,9 @@
 # (~/.cache/streamforge), outside the clone, so a fresh clone starts in
 # seconds; data, logs and pid files live in $STREAMFORGE_STATE. All settings
 # are listed in deploy/README-services.md and deploy/lib/common.sh.
-set -euo pipefail
+set -Eeuo pipefail
+# Never fail silently: name the command that broke set -e.
+trap 'printf "[services] ERROR: unexpected failure at %s:%s: %s\n" "${BASH_SOURCE[0]}" "$LINENO" "$BASH_COMMAND" >&2' ERR
 
 DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/lib/common.sh
@@ -83,7 +85,7 @@ print_status() {
 print_connection_hints() {
     cat <<EOF
 
-Connection settings (these are the application's defaults):
+Application settings for these services (the defaults, unless a port was changed):
   STREAMFORGE_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$STREAMFORGE_KAFKA_PORT
   STREAMFORGE_DATABASE_URL=postgresql://$STREAMFORGE_DB_USER:***@127.0.0.1:$STREAMFORGE_DB_PORT/$STREAMFORGE_DB_NAME
   STREAMFORGE_MQTT_URL=mqtt://127.0.0.1:$STREAMFORGE_MQTT_PORT

@@ -68,8 +68,10 @@ class Decoder:
                     append(("dead_letter", d))
             else:
                 # A connector bug, not bad data: still never crash the flow.
-                log.error("unexpected item from a source", extra={"step": "decode",
-                                                                    "type": type(item).__name__})
+                log.error(
+                    "unexpected item from a source",
+                    extra={"step": "decode", "type": type(item).__name__},
+                )
         return out
 
 

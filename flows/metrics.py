@@ -107,5 +107,7 @@ def render() -> str:
         lines.append(f"# TYPE {metric.name} {metric.kind}")
         for labels, value in metric.samples():
             label_text = ",".join(f'{k}="{v}"' for k, v in labels)
-            lines.append(f"{metric.name}{{{label_text}}} {value}" if labels else f"{metric.name} {value}")
+            lines.append(
+                f"{metric.name}{{{label_text}}} {value}" if labels else f"{metric.name} {value}"
+            )
     return "\n".join(lines) + "\n"

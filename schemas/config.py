@@ -16,6 +16,7 @@ field and the problem, and the flow does not start.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import re
 from collections.abc import Mapping
@@ -26,12 +27,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.models import RecordKind, Severity
+from schemas.sinks import SinkConfig, StdoutSinkConfig
 from schemas.sources.kafka import KafkaSourceConfig
 from schemas.sources.modbus import ModbusSourceConfig
 from schemas.sources.mqtt import MqttSourceConfig
 from schemas.sources.opcua import OpcuaSourceConfig
 from schemas.sources.simulator import SimulatorSourceConfig
-from schemas.sinks import SinkConfig, StdoutSinkConfig
 
 ENV_PREFIX = "STREAMFORGE_PIPELINE__"
 
@@ -89,9 +90,7 @@ class ClassificationRule(_Strict):
 
     def matches(self, device: str, metric: str) -> bool:
         """Whether this rule applies to a series."""
-        return fnmatch.fnmatchcase(metric, self.metric) and fnmatch.fnmatchcase(
-            device, self.device
-        )
+        return fnmatch.fnmatchcase(metric, self.metric) and fnmatch.fnmatchcase(device, self.device)
 
 
 def _default_classification() -> list[ClassificationRule]:
@@ -135,8 +134,8 @@ class ThresholdAlarmRule(_Strict):
 
         ordered = sorted(self.levels.items(), key=lambda kv: SEVERITY_RANK[kv[0]])
         thresholds = [t for _, t in ordered]
-        increasing = all(a < b for a, b in zip(thresholds, thresholds[1:], strict=False))
-        decreasing = all(a > b for a, b in zip(thresholds, thresholds[1:], strict=False))
+        increasing = all(a < b for a, b in itertools.pairwise(thresholds))
+        decreasing = all(a > b for a, b in itertools.pairwise(thresholds))
         if self.direction == "above" and not increasing:
             raise ValueError("levels must have higher thresholds for higher severities")
         if self.direction == "below" and not decreasing:
@@ -151,9 +150,7 @@ class ThresholdAlarmRule(_Strict):
 
     def matches(self, device: str, metric: str) -> bool:
         """Whether this rule watches a series."""
-        return fnmatch.fnmatchcase(metric, self.metric) and fnmatch.fnmatchcase(
-            device, self.device
-        )
+        return fnmatch.fnmatchcase(metric, self.metric) and fnmatch.fnmatchcase(device, self.device)
 
 
 def _default_alarm_rules() -> list[ThresholdAlarmRule]:
@@ -343,7 +340,9 @@ def load_pipeline_config(
             where = getattr(exc, "problem_mark", None)
             at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
             problem = getattr(exc, "problem", None) or "syntax error"
-            raise ConfigError(f"pipeline config {origin} is not valid YAML{at}: {problem}") from None
+            raise ConfigError(
+                f"pipeline config {origin} is not valid YAML{at}: {problem}"
+            ) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

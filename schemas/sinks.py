@@ -6,20 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-OutputKind = Literal[
-    "telemetry", "event", "alarm", "log", "rollup", "anomaly_score", "dead_letter"
-]
-"""The streams a flow produces; every sink receives some or all of them."""
-
-ALL_OUTPUT_KINDS: tuple[OutputKind, ...] = (
-    "telemetry",
-    "event",
-    "alarm",
-    "log",
-    "rollup",
-    "anomaly_score",
-    "dead_letter",
-)
+from schemas.kinds import ALL_OUTPUT_KINDS, OutputKind
+from schemas.sink_kafka import KafkaSinkConfig
+from schemas.sink_timescale import TimescaleSinkConfig
 
 
 class _Strict(BaseModel):
@@ -43,22 +32,17 @@ class NullSinkConfig(_Strict):
     kinds: list[OutputKind] = Field(default_factory=lambda: list(ALL_OUTPUT_KINDS))
 
 
-class KafkaSinkConfig(_Strict):
-    """One Kafka topic per output kind (filled in by the Kafka sink work)."""
-
-    type: Literal["kafka"] = "kafka"
-    kinds: list[OutputKind] = Field(default_factory=lambda: list(ALL_OUTPUT_KINDS))
-    topic_prefix: str = "streamforge."
-
-
-class TimescaleSinkConfig(_Strict):
-    """TimescaleDB / PostgreSQL tables (filled in by the TimescaleDB sink work)."""
-
-    type: Literal["timescale"] = "timescale"
-    kinds: list[OutputKind] = Field(default_factory=lambda: list(ALL_OUTPUT_KINDS))
-
-
 SinkConfig = Annotated[
     StdoutSinkConfig | NullSinkConfig | KafkaSinkConfig | TimescaleSinkConfig,
     Field(discriminator="type"),
+]
+
+__all__ = [
+    "ALL_OUTPUT_KINDS",
+    "KafkaSinkConfig",
+    "NullSinkConfig",
+    "OutputKind",
+    "SinkConfig",
+    "StdoutSinkConfig",
+    "TimescaleSinkConfig",
 ]

@@ -42,15 +42,18 @@ kafka_java_logging_opts() {
         "-Dkafka.logs.dir=$KAFKA_LOGS"
 }
 
-# Initial heap: 512m, or the whole heap when STREAMFORGE_KAFKA_HEAP is smaller.
-kafka_initial_heap() {
+# Validate STREAMFORGE_KAFKA_HEAP and set KAFKA_XMS, the initial heap:
+# 512m, or the whole heap when that is smaller.
+kafka_check_heap() {
     local heap="$STREAMFORGE_KAFKA_HEAP" num unit mib
-    [[ "$heap" =~ ^([0-9]+)([kKmMgG]?)$ ]] || die "STREAMFORGE_KAFKA_HEAP='$heap' is not a size like 1g or 768m"
+    [[ "$heap" =~ ^([0-9]+)([kKmMgG]?)$ ]] ||
+        die "STREAMFORGE_KAFKA_HEAP='$heap' is not a JVM size like 1g or 768m"
     num=${BASH_REMATCH[1]} unit=${BASH_REMATCH[2],,}
     case "$unit" in
-        g) mib=$((num * 1024)) ;; m) mib=$num ;; *) mib=$((num / 1048576)) ;;
+        g) mib=$((num * 1024)) ;; m) mib=$num ;; k) mib=$((num / 1024)) ;; *) mib=$((num / 1048576)) ;;
     esac
-    ((mib < 512)) && echo "$heap" || echo 512m
+    ((mib >= 256)) || die "STREAMFORGE_KAFKA_HEAP='$heap' is too small for a broker (256m at least)"
+    if ((mib < 512)); then KAFKA_XMS=$heap; else KAFKA_XMS=512m; fi
 }
 
 # Render server.properties (every start, so port changes apply) and format
@@ -79,6 +82,7 @@ kafka_launch() {
     if pidfile_pid "$KAFKA_PID" kafka.Kafka >/dev/null; then
         return 0
     fi
+    kafka_check_heap
     ensure_port_free "$STREAMFORGE_KAFKA_PORT" kafka
     ensure_port_free "$STREAMFORGE_KAFKA_CONTROLLER_PORT" "kafka controller"
     kafka_fetch
@@ -89,7 +93,7 @@ kafka_launch() {
     echo "=== $(date -Is) starting Kafka $KAFKA_VERSION ===" >>"$KAFKA_OUT"
     # Without -Xmx the JVM would take a quarter of the machine's RAM.
     spawn_daemon "$KAFKA_PID" "$KAFKA_OUT" \
-        java "-Xms$(kafka_initial_heap)" "-Xmx$STREAMFORGE_KAFKA_HEAP" -XX:+UseG1GC \
+        java "-Xms$KAFKA_XMS" "-Xmx$STREAMFORGE_KAFKA_HEAP" -XX:+UseG1GC \
         -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true "${logopts[@]}" \
         -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_PROPS"
 }

@@ -134,11 +134,15 @@ stop_pid() {
     die "$name (pid $pid) survived KILL"
 }
 
-# Fail with a clear message if some process other than ours listens on a port.
+# Fail with a clear message if some process other than ours listens on a
+# port. Waits up to 5 s first: a just-killed process may still hold it.
 ensure_port_free() {
-    local port="$1" name="$2" who
-    who=$(ss -Htlnp "sport = :$port" 2>/dev/null | head -n 1)
-    [[ -z "$who" ]] && return 0
+    local port="$1" name="$2" who i
+    for ((i = 0; i < 50; i++)); do
+        who=$(ss -Htlnp "sport = :$port" 2>/dev/null | head -n 1)
+        [[ -z "$who" ]] && return 0
+        sleep 0.1
+    done
     die "$name: port $port is already in use by another process: $who" \
         "(stop it or set the STREAMFORGE_*_PORT variable)"
 }
@@ -172,5 +176,5 @@ render_template() {
 # One status line, the same layout for every service.
 print_status_line() {
     # name state pid port log
-    printf '%-10s %-8s pid=%-8s port=%-6s log=%s\n' "$@"
+    printf '%-10s %-9s pid=%-8s port=%-6s log=%s\n' "$@"
 }

@@ -3,19 +3,24 @@
 # run from a debootstrap root with chroot (bookworm ships no TimescaleDB).
 # Sourced by deploy/services.sh after deploy/lib/common.sh.
 #
-# Cache:  $STREAMFORGE_CACHE/timescale/trixie-root   (~700 MB, built once)
-# State:  $STREAMFORGE_STATE/timescale/{data,postgres.log}, bind-mounted at
-#         /var/lib/pgts inside the root, so `reset` can wipe it and the root
-#         itself stays a pure cache.
+# Cache:  $STREAMFORGE_CACHE/timescale/trixie-root   (~600 MB, built once)
+# State:  $STREAMFORGE_STATE/timescale/{data,postgres.log}, bind-mounted into
+#         the root at /var/lib/pgts-<hash of the state path>. The root stays
+#         a pure cache (`reset` wipes only the state), and two states (say a
+#         developer's and CI's, on different ports) can share one root.
 # No /proc, /dev/shm or /dev mounts are needed: dynamic_shared_memory_type
 # is mmap, and debootstrap creates the few device nodes in the root's /dev.
 
-TS_ROOT="$STREAMFORGE_CACHE/timescale/trixie-root"
+# Canonical path: it is compared with /proc/PID/cwd links.
+TS_ROOT="$(realpath -m "$STREAMFORGE_CACHE")/timescale/trixie-root"
 TS_STATE="$STREAMFORGE_STATE/timescale"
-TS_MOUNT="$TS_ROOT/var/lib/pgts"           # where TS_STATE appears in the root
-TS_PGBIN=/usr/lib/postgresql/17/bin       # paths from here on are inside the root
-TS_PGDATA=/var/lib/pgts/data
-TS_LOG="$TS_STATE/postgres.log"           # = /var/lib/pgts/postgres.log inside
+# Paths inside the root:
+TS_INNER="/var/lib/pgts-$(realpath -m "$TS_STATE" | sha256sum | cut -c1-12)"
+TS_PGDATA="$TS_INNER/data"
+TS_PGBIN=/usr/lib/postgresql/17/bin
+# Paths on the host:
+TS_MOUNT="$TS_ROOT$TS_INNER"
+TS_LOG="$TS_STATE/postgres.log"
 TS_PID="$RUN_DIR/timescale.pid"
 TS_DEBIAN_MIRROR=http://deb.debian.org/debian
 
@@ -28,11 +33,11 @@ ts_bootstrap_root() {
     mkdir -p "$STREAMFORGE_CACHE/timescale"
     ts_unmount_under "$partial"
     rm -rf --one-file-system "$partial"
-    log "timescale: building the Debian trixie root with PostgreSQL 17 + TimescaleDB (first run only, ~1 min, ~700 MB)"
+    log "timescale: building the Debian trixie root with PostgreSQL 17 + TimescaleDB (first run only, ~1 min, ~600 MB)"
     debootstrap --variant=minbase --include=postgresql-17,postgresql-17-timescaledb \
         trixie "$partial" "$TS_DEBIAN_MIRROR" >"$blog" 2>&1 ||
         { ts_unmount_under "$partial"; show_log_tail "$blog"; die "timescale: debootstrap failed (log $blog)"; }
-    ts_unmount_under "$partial"
+    ts_unmount_under "$partial" # debootstrap mounts /proc and /sys while it works
     chroot "$partial" apt-get clean
     rm -rf --one-file-system "$TS_ROOT"
     mv "$partial" "$TS_ROOT"
@@ -44,30 +49,35 @@ ts_unmount_under() {
     local dir="$1" target
     [[ -d "$dir" ]] || return 0
     dir=$(realpath "$dir")
-    findmnt -rn -o TARGET | grep -E "^${dir}(/|$)" | sort -r |
+    { findmnt -rn -o TARGET | grep -E "^${dir}(/|$)" || true; } | sort -r |
         while read -r target; do
             umount "$target" 2>/dev/null || umount -l "$target"
         done
 }
 
-# Run a command inside the root as its postgres user (uid differs from the host's).
+# Run a command inside the root as its postgres user (whose uid differs from
+# the host's postgres, if any: data files show up as another user on the host).
 ts_as_postgres() {
     local ids
     ids="$(chroot "$TS_ROOT" id -u postgres):$(chroot "$TS_ROOT" id -g postgres)"
     chroot --userspec="$ids" "$TS_ROOT" env -i PATH="$TS_PGBIN:/usr/bin:/bin" \
-        HOME=/var/lib/pgts LANG=C.UTF-8 PGHOST=/tmp PGPORT="$STREAMFORGE_DB_PORT" "$@"
+        HOME="$TS_INNER" LANG=C.UTF-8 PGHOST=/tmp PGPORT="$STREAMFORGE_DB_PORT" "$@"
 }
 
-# Bind-mount the state directory into the root (once; refuses to take over a
-# root that another STREAMFORGE_STATE is using).
+# Bind-mount this state's directory into the root (the only mount we make).
 ts_mount_state() {
     mkdir -p "$TS_STATE" "$TS_MOUNT"
-    if mountpoint -q "$TS_MOUNT"; then
-        [[ "$(stat -c %d:%i "$TS_MOUNT")" == "$(stat -c %d:%i "$TS_STATE")" ]] && return 0
-        die "timescale: $TS_MOUNT is mounted from another state directory; stop that instance first"
-    fi
+    mountpoint -q "$TS_MOUNT" && return 0
     mount --bind "$TS_STATE" "$TS_MOUNT"
-    chroot "$TS_ROOT" chown postgres:postgres /var/lib/pgts
+    chroot "$TS_ROOT" chown postgres:postgres "$TS_INNER"
+}
+
+ts_unmount_state() {
+    [[ -d "$TS_MOUNT" ]] || return 0
+    if mountpoint -q "$TS_MOUNT"; then
+        umount "$TS_MOUNT" 2>/dev/null || umount -l "$TS_MOUNT"
+    fi
+    rmdir "$TS_MOUNT" 2>/dev/null || true
 }
 
 # initdb on first start: peer auth on the root's Unix socket (admin only),
@@ -92,12 +102,25 @@ shared_preload_libraries = 'timescaledb'
 dynamic_shared_memory_type = mmap     # no /dev/shm needed in the root
 timescaledb.telemetry_level = off
 max_connections = 200
-# A dev box: commits may lose the last few ms on an OS crash, but fsync stays
-# on so the database itself is never corrupted (we test crash safety).
+# A dev box: an OS crash may lose the last few hundred ms of commits, but
+# fsync stays on, so the database itself is never corrupted (we test crash
+# safety).
 synchronous_commit = off
 fsync = on
 password_encryption = scram-sha-256
 EOF
+}
+
+# Pids of processes running in the root with this state's data dir as their
+# working directory: the postmaster and its backends, nobody else's.
+ts_our_processes() {
+    local p cwd
+    [[ -d "$TS_MOUNT" ]] || return 0
+    for p in /proc/[0-9]*; do
+        cwd=$(readlink "$p/cwd" 2>/dev/null) || continue
+        [[ "$cwd" == "$TS_MOUNT"/* ]] && echo "${p#/proc/}"
+    done
+    return 0
 }
 
 # Pid of the running postmaster, from its own postmaster.pid.
@@ -106,9 +129,25 @@ ts_running_pid() {
     [[ -s "$TS_STATE/data/postmaster.pid" ]] || return 1
     read -r pid <"$TS_STATE/data/postmaster.pid" || true
     pid_alive "$pid" || return 1
-    # A stale file may name a recycled pid: ours runs inside the root.
-    [[ "$(readlink "/proc/$pid/root")" == "$(realpath "$TS_ROOT")" ]] || return 1
+    # A stale file may name a recycled pid: ours runs in our data dir.
+    [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == "$TS_MOUNT/data" ]] || return 1
     printf '%s\n' "$pid"
+}
+
+# After a crash (kill -9, OOM, reboot) postmaster.pid and the socket lock
+# file in the root's /tmp name a dead or recycled pid, and PostgreSQL refuses
+# to start while that pid exists (even as an unreaped zombie). Called only
+# when ts_running_pid said our server is not running: once none of its
+# backends is left, both files are safe to remove.
+ts_clear_stale_lock() {
+    local pid sock="$TS_ROOT/tmp/.s.PGSQL.$STREAMFORGE_DB_PORT"
+    for pid in $(ts_our_processes); do
+        stop_pid "$pid" 10 "leftover postgres backend"
+    done
+    if [[ -f "$TS_STATE/data/postmaster.pid" ]]; then
+        warn "timescale: removing the lock files left by a server that did not shut down cleanly"
+    fi
+    rm -f "$TS_STATE/data/postmaster.pid" "$sock" "$sock.lock"
 }
 
 # Start PostgreSQL and wait until it accepts connections (takes ~1 s).
@@ -122,13 +161,20 @@ ts_launch() {
     ts_mount_state
     ts_initdb
     ts_configure
+    ts_clear_stale_lock
     log "timescale: starting PostgreSQL 17 + TimescaleDB on 127.0.0.1:$STREAMFORGE_DB_PORT"
     # setsid + closed fds: the postmaster must not keep our caller's pipes
     # (e.g. `make up | tee`) or the services lock open.
-    ts_as_postgres setsid pg_ctl -D "$TS_PGDATA" -l /var/lib/pgts/postgres.log -w -t 120 start \
+    ts_as_postgres setsid pg_ctl -D "$TS_PGDATA" -l "$TS_INNER/postgres.log" -w -t 120 start \
         </dev/null >/dev/null 2>&1 9>&- ||
         { show_log_tail "$TS_LOG"; die "timescale: PostgreSQL did not start"; }
     ts_running_pid >"$TS_PID" || { show_log_tail "$TS_LOG"; die "timescale: PostgreSQL exited after start"; }
+}
+
+# Quote a value for a single-quoted psql meta-command argument.
+ts_psql_quote() {
+    local v="${1//\\/\\\\}"
+    printf '%s' "${v//\'/\'\'}"
 }
 
 # Create the application role and database (idempotent; keeps the password in
@@ -141,7 +187,8 @@ ts_ensure_database() {
     q_user=$(ts_psql_quote "$STREAMFORGE_DB_USER")
     q_pass=$(ts_psql_quote "$STREAMFORGE_DB_PASSWORD")
     q_db=$(ts_psql_quote "$STREAMFORGE_DB_NAME")
-    ts_as_postgres psql -X -q -v ON_ERROR_STOP=1 -U postgres -d postgres >/dev/null <<EOF
+    ts_as_postgres env PGOPTIONS="-c client_min_messages=warning" \
+        psql -X -q -v ON_ERROR_STOP=1 -U postgres -d postgres >/dev/null <<EOF
 \\set user '$q_user'
 \\set pass '$q_pass'
 \\set db '$q_db'
@@ -158,12 +205,6 @@ CREATE EXTENSION IF NOT EXISTS timescaledb;
 EOF
 }
 
-# Quote a value for a single-quoted psql meta-command argument.
-ts_psql_quote() {
-    local v="${1//\\/\\\\}"
-    printf '%s' "${v//\'/\'\'}"
-}
-
 # Healthy = the application user logs in over TCP with its password and sees
 # the timescaledb extension in its database.
 ts_healthy() {
@@ -173,22 +214,11 @@ ts_healthy() {
 }
 
 ts_wait() {
-    # Role, database and extension are (re)checked on every start.
+    # Role, database and extension are (re)checked on every `up`.
     ts_ensure_database || { show_log_tail "$TS_LOG"; die "timescale: creating role/database failed"; }
     wait_healthy 30 "$TS_PID" ts_healthy && return 0
     show_log_tail "$TS_LOG"
     die "timescale: '$STREAMFORGE_DB_USER' cannot query database '$STREAMFORGE_DB_NAME' on 127.0.0.1:$STREAMFORGE_DB_PORT"
-}
-
-# Pids of any process whose root directory is our trixie root.
-ts_processes_in_root() {
-    local p root
-    [[ -d "$TS_ROOT" ]] || return 0
-    root=$(realpath "$TS_ROOT")
-    for p in /proc/[0-9]*; do
-        [[ "$(readlink "$p/root" 2>/dev/null)" == "$root" ]] && echo "${p#/proc/}"
-    done
-    return 0
 }
 
 ts_stop() {
@@ -199,12 +229,11 @@ ts_stop() {
         ts_as_postgres pg_ctl -D "$TS_PGDATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
             stop_pid "$pid" 30 postgres
     fi
-    # Stragglers (a crashed postmaster's children, a stuck psql) would keep
-    # the mount busy.
-    for pid in $(ts_processes_in_root); do
-        stop_pid "$pid" 10 "process in the timescale root"
+    # Stragglers (a crashed postmaster's backends) would keep the mount busy.
+    for pid in $(ts_our_processes); do
+        stop_pid "$pid" 10 "leftover postgres backend"
     done
-    ts_unmount_under "$TS_ROOT"
+    ts_unmount_state
     rm -f "$TS_PID"
 }
 

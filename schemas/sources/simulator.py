@@ -15,6 +15,11 @@ class SimulatorSourceConfig(BaseModel):
     as possible. With ``start`` set, event timestamps are replayed from that
     instant (``interval_s`` apart per series) instead of following the clock.
     ``limit`` stops the source after that many readings (``None``: forever).
+    With ``anomalies`` on, numeric series get rare injected anomalies
+    (spikes, level shifts, drifts, stuck values), ``anomaly_rate`` of them
+    per reading of a series on average. ``overheats_per_hour`` is how often
+    (event time) a device overheats, which drives the default
+    ``high_temperature`` alarm rule. See ``connectors/simulator.py``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -29,6 +34,15 @@ class SimulatorSourceConfig(BaseModel):
     start: AwareDatetime | None = None
     limit: int | None = Field(None, ge=0)
     anomalies: bool = True
+    anomaly_rate: float = Field(
+        3e-4,
+        ge=0.0,
+        le=1e-3,
+        description="injected anomalies per reading of each numeric series (at most 1 in 1000)",
+    )
+    overheats_per_hour: float = Field(
+        3.0, ge=0.0, le=6.0, description="overheat episodes per device per hour of event time"
+    )
     partitions: int = Field(1, ge=1, le=1024, description="Bytewax partitions (split devices)")
     tenant: str = "default"
 

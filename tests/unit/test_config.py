@@ -52,7 +52,10 @@ def test_environment_overrides_yaml(tmp_path: Path) -> None:
     ("yaml_text", "expected"),
     [
         ("alarms: [{name: a, metric: t, levels: {warning: x}}]", "alarms.0.levels.warning"),
-        ("alarms: [{name: a, metric: t, levels: {warning: 90, critical: 80}}]", "higher thresholds"),
+        (
+            "alarms: [{name: a, metric: t, levels: {warning: 90, critical: 80}}]",
+            "higher thresholds",
+        ),
         ("alarms: [{name: a, metric: t, levels: {warning: 80}, clear_at: 85}]", "clear_at 85"),
         ("rollups: {windows: [1m, 90s]}", "not a whole multiple"),
         ("rollups: {watermark_delay: soon}", "rollups.watermark_delay"),

@@ -1,0 +1,478 @@
+"""Online anomaly detectors for one time series: a score in [0, 1] per value.
+
+>>> det = build_detector(None)                 # StreamForge's default detector
+>>> import math
+>>> scores = [det.score_one(float(t), 20.0 + math.sin(t / 5)) for t in range(500)]
+>>> max(scores[100:]) < 0.5                     # a smooth signal is normal
+True
+>>> det.score_one(500.0, 35.0) > 0.9            # a spike is not
+True
+
+Every detector has ``name`` and ``score_one(ts, value) -> float``: it scores
+the value (0 normal, 1 certainly anomalous; 0.9 is the default alarm
+threshold) and then learns from it. ``ts`` is a ``datetime`` or epoch
+seconds. Detectors are plain picklable objects, one per series, so Bytewax
+recovery resumes them exactly.
+
+``build_detector(DetectorConfig(type=...))`` selects one:
+
+- ``default``: :class:`RegimeDetector`, StreamForge's own (about 2 µs per
+  value and 0.5 KB of pickled state per series).
+- ``halfspacetrees``: river's ``HalfSpaceTrees`` on min-max scaled values
+  (``n_trees=10, height=8, window_size=250``; ~25 µs per value, tens of KB).
+- ``gaussian``: river's ``GaussianScorer`` (``2 * |CDF(y) - 0.5|``).
+- ``zscore``: river's ``StandardAbsoluteDeviation``, its ``|z|`` mapped to
+  [0, 1] so that ``|z| = 4`` scores 0.9.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Protocol
+
+from river import anomaly, preprocessing
+
+from schemas.config import DetectorConfig
+
+_LN10 = math.log(10.0)
+
+
+class Detector(Protocol):
+    """What the series step needs from a detector."""
+
+    name: str
+
+    def score_one(self, ts: datetime | float, value: float) -> float:
+        """Score ``value`` in [0, 1], then learn from it."""
+        ...
+
+
+def alarm_units_to_score(units: float) -> float:
+    """Map a deviation in *alarm units* (1.0 = alarm level) to a score in [0, 1].
+
+    ``1 - 10 ** -(units ** 4)``: 0.9 exactly at one alarm unit, ~0.13 at
+    half of it, 0.9999 at 1.41 units. Steep, so the alarm threshold matters
+    more than the exact shape, and monotone, so any threshold can be chosen.
+    """
+    if units <= 0.0:
+        return 0.0
+    return 1.0 - math.exp(-_LN10 * units**4)
+
+
+# A regime is a list of floats (fast to update, small to pickle):
+#  0 level   slow EWMA of the values: where the regime is now
+#  1 spread  EW mean |value - level|: how wide the regime is
+#  2 noise   EW mean |value - fast|: one-step unpredictability
+#  3 dev1    EW mean |fast - level|: how far the short-term level normally strays
+#  4 anchor  very slow EWMA of level: where the regime has been for long
+#  5 dev2    EW mean |level - anchor|: how far the level normally wanders (daily shape)
+#  6 prep    EW fraction of values equal to the previous one
+#  7 count   values learned in this regime (capped)
+#  8 seen    index of the last value that belonged to this regime
+#  9 tail    EW 99th percentile of |value - fast| / noise (how heavy the tails are)
+_NEW_COUNT = 20.0  # a regime born from an accepted change starts as if 20 values old
+
+# Alarm levels, in units of each deviation's learned mean absolute size.
+SPIKE_AT = 6.0  # at least; more for heavy-tailed series (TAIL_MULT * tail)
+TAIL_MULT = 2.2
+SHIFT_AT = 6.0
+DRIFT_AT = 6.0
+STUCK_AT = 12.0  # nats: a run of repeats with about e^-12 chance of being noise
+FLAT_AT = 0.03  # short-term activity / learned noise
+# Learning rates (per value).
+FAST = 0.3
+SLOW = 0.03
+ANCHOR = 0.003
+SCALE = 0.01
+WANDER = 0.003
+REPEAT = 0.01
+ACTIVITY = 0.2
+CANDIDATE = 0.1
+TAIL_UP = 1.05  # tail *= TAIL_UP above it, *= TAIL_DOWN below: settles at the 99th percentile
+TAIL_DOWN = 1.0 - 0.05 / 99.0
+_LEARN = 0.84  # units below this (score < 0.5) are normal and learned from
+
+
+class RegimeDetector:
+    """StreamForge's default detector: robust, regime-aware, multi-timescale.
+
+    It keeps a few *regimes* of the series (e.g. a machine's ``off`` near
+    0 kW and ``on`` near 50 kW), each with robust EWMA statistics, plus a
+    short-term context (a fast EWMA and the previous value). Each value is
+    scored on five deviations, each divided by its learned typical size; the
+    largest decides the score (:func:`alarm_units_to_score`):
+
+    - **spike**: ``|value - fast|`` against the regime's one-step noise
+      (the alarm level rises on heavy-tailed series, from a running 99th
+      percentile of that ratio);
+    - **shift**: ``|fast - level|`` against how far the short-term level
+      normally strays from the slow level (a level shift shows here within
+      a few values even when each value is unremarkable);
+    - **drift**: ``|level - anchor|`` against the regime's normal wander
+      (slow daily shapes are learned here; a drift goes beyond them);
+    - **stuck**: a run of identical values, as ``run * -ln(P(repeat))``
+      with ``P(repeat)`` learned per regime (quantised sensors repeat often,
+      noisy ones rarely); **flat**: short-term activity collapsing far below
+      the regime's learned noise.
+
+    A value far from the current regime but inside another known regime is
+    a regime switch, not an anomaly; a single value between two regimes is
+    a transition, judged by what comes next (if the series returns, the
+    return is flagged as the spike it was). Anomalous values (score >= 0.5)
+    do not update the regime's statistics, so an anomaly cannot teach the
+    detector that it is normal. A *persistent* change is accepted instead:
+    after about ``accept_after`` mostly anomalous values the detector
+    re-baselines at the new level, or opens a new regime (at most
+    ``max_regimes``, the least recently seen is dropped).
+
+    Parameters (``DetectorConfig.params``): ``accept_after`` (values,
+    default 100), ``max_regimes`` (1-6, default 3), ``warmup`` (first values
+    scored with reduced confidence, default 60; changes are accepted after
+    5 values then) and ``sensitivity`` (multiplies every deviation, default
+    1.0; 1.5 alarms on deviations 1.5x smaller). ``ts`` is not used.
+    """
+
+    name = "default"
+
+    __slots__ = (
+        "_accept",
+        "_act",
+        "_cand",
+        "_cur",
+        "_fast",
+        "_max_regimes",
+        "_modes",
+        "_n",
+        "_pending",
+        "_prev",
+        "_run",
+        "_sens",
+        "_streak",
+        "_warmup",
+    )
+
+    def __init__(
+        self,
+        accept_after: int = 100,
+        max_regimes: int = 3,
+        warmup: int = 60,
+        sensitivity: float = 1.0,
+    ) -> None:
+        if not 1 <= max_regimes <= 6:
+            raise ValueError("max_regimes must be between 1 and 6")
+        if accept_after < 1 or warmup < 0 or sensitivity <= 0:
+            raise ValueError("accept_after >= 1, warmup >= 0 and sensitivity > 0 are required")
+        self._accept = int(accept_after)
+        self._max_regimes = int(max_regimes)
+        self._warmup = int(warmup)
+        self._sens = float(sensitivity)
+        self._n = 0
+        self._fast = 0.0
+        self._prev = 0.0
+        self._act = 0.0  # EW mean |value - previous value|, short term (flatness)
+        self._run = 0  # values equal to the previous one, in a row
+        self._streak = 0.0  # leaky count of anomalous values (acceptance)
+        self._pending = 0.0  # units of a transition value, paid if the series comes back
+        self._cand: list[float] | None = None  # level, spread, noise of the anomalous data
+        self._cur = 0
+        self._modes: list[list[float]] = []
+
+    def score_one(self, ts: datetime | float, value: float) -> float:
+        """Score ``value`` in [0, 1], then learn from it."""
+        x = float(value)
+        n = self._n + 1
+        self._n = n
+        if n == 1:
+            self._modes = [[x, 0.0, 0.0, 0.0, x, 0.0, 0.1, 1.0, 1.0, 3.2]]
+            self._fast = self._prev = x
+            return 0.0
+        m = self._modes[self._cur]
+        level, spread, noise, dev1, anchor, dev2, prep, count, _, tail = m
+        # Scales never reach zero: a perfectly constant regime still has a resolution.
+        floor = 1e-9 * (abs(level) + 1.0)
+        fast = self._fast
+        r = x - fast
+        ar = -r if r < 0.0 else r
+        z = ar / (noise + floor)
+        pending = self._pending
+        self._pending = 0.0
+        units = 0.0
+        switched = transition = False
+        if z > 3.0 and len(self._modes) > 1:
+            switched, units = self._switch(x, n)
+            transition = units > 0.0
+            if switched:
+                m = self._modes[self._cur]
+                level, spread, noise, dev1, anchor, dev2, prep, count, _, tail = m
+                floor = 1e-9 * (abs(level) + 1.0)
+                fast = x
+                ar = x - level
+                ar = -ar if ar < 0.0 else ar
+                z = ar / (spread + floor)
+                pending = 0.0
+        # The short-term level follows the data, big residuals only partly (spikes).
+        lim = 4.0 * noise + floor
+        if not switched:
+            fast += FAST * (r if -lim < r < lim else (lim if r > 0.0 else -lim))
+        d1 = fast - level
+        if d1 < 0.0:
+            d1 = -d1
+        d2 = level - anchor
+        if d2 < 0.0:
+            d2 = -d2
+        step = x - self._prev
+        if step < 0.0:
+            step = -step
+        act = self._act + ACTIVITY * (step - self._act)
+        spike_at = TAIL_MULT * tail
+        if spike_at < SPIKE_AT:
+            spike_at = SPIKE_AT
+        u = z / spike_at
+        if units == 0.0:  # not a transition value (those have their own units)
+            units = u
+        u = d1 / ((dev1 + floor) * SHIFT_AT)
+        if u > units:
+            units = u
+        u = d2 / ((dev2 + floor) * DRIFT_AT)
+        if u > units:
+            units = u
+        units *= self._sens
+        if pending > units and z < 3.0:
+            units = pending  # back to the regime after one odd value: that was a spike
+        if step <= floor:
+            run = self._run + 1
+            u = run * -math.log(prep if prep > 0.01 else 0.01) / STUCK_AT
+            if u > units:
+                units = u
+        else:
+            run = 0
+        if act < FLAT_AT * noise and noise > 10.0 * floor:
+            u = 0.5 * FLAT_AT * noise / (act + floor)
+            if u > units:
+                units = u
+        if count < 10.0:
+            units = 0.0  # too little seen to judge
+        elif n <= self._warmup:
+            units *= n / self._warmup
+        score = 1.0 - math.exp(-_LN10 * units**4) if units > 0.05 else 0.0
+        # Learn.
+        self._fast = fast
+        self._prev = x
+        self._run = run
+        self._act = act
+        if transition:
+            pass  # one value between two regimes: wait for the next one, learn nothing
+        elif units < _LEARN or switched:
+            if self._streak > 0.0:
+                self._streak -= 1.0
+                if self._streak <= 0.0:
+                    self._cand = None
+            if count < 1e6:
+                count += 1.0
+            inv = 1.0 / count
+            dev = x - level
+            level += (inv if inv > SLOW else SLOW) * dev
+            a = inv if inv > SCALE else SCALE
+            if dev < 0.0:
+                dev = -dev
+            if count > 20.0:  # winsorise once the scales mean something
+                if dev > 4.0 * spread:
+                    dev = 4.0 * spread
+                if ar > 4.0 * noise:
+                    ar = 4.0 * noise
+                if d1 > 4.0 * dev1:
+                    d1 = 4.0 * dev1
+                if d2 > 4.0 * dev2:
+                    d2 = 4.0 * dev2
+            spread += a * (dev - spread)
+            noise += a * (ar - noise)
+            dev1 += a * (d1 - dev1)
+            anchor += (inv if inv > ANCHOR else ANCHOR) * (level - anchor)
+            dev2 += (inv if inv > WANDER else WANDER) * (d2 - dev2)
+            prep += REPEAT * ((1.0 if run else 0.0) - prep)
+            tail = tail * TAIL_UP if z > tail else tail * TAIL_DOWN
+            m[:] = level, spread, noise, dev1, anchor, dev2, prep, count, n, tail
+        else:
+            m[8] = n
+            self._streak += 1.0
+            cand = self._cand
+            if cand is None:
+                self._cand = [x, noise, noise]
+            else:
+                cand[0] += CANDIDATE * (x - cand[0])
+                dev = x - cand[0]
+                cand[1] += CANDIDATE * ((-dev if dev < 0.0 else dev) - cand[1])
+                cand[2] += CANDIDATE * (step - cand[2])
+            if self._streak >= self._accept or (n <= self._warmup and self._streak >= 5):
+                self._accept_change(n, run)
+        return score
+
+    def _switch(self, x: float, n: int) -> tuple[bool, float]:
+        """Whether ``x`` moves the series to another known regime (then it does so).
+
+        Also spots a transition: ``x`` between the current regime and
+        another one. Returns ``(switched, units)``; ``units`` is 0 unless
+        ``x`` is a transition value, whose units are held back (scored
+        ~0.3 now, and paid in full if the next value returns).
+        """
+        modes = self._modes
+        cur = modes[self._cur]
+        best, best_d = -1, 3.0
+        between = False
+        for j, mode in enumerate(modes):
+            if j == self._cur or mode[7] < 20.0 or n - mode[8] > 200_000:
+                continue
+            d = abs(x - mode[0]) / (mode[1] + 1e-9 * (abs(mode[0]) + 1.0))
+            if d < best_d:
+                best, best_d = j, d
+            lo, hi = (cur[0], mode[0]) if cur[0] < mode[0] else (mode[0], cur[0])
+            if lo < x < hi:
+                between = True
+        if best >= 0:
+            self._cur = best
+            return True, 0.0
+        if between:
+            r = abs(x - self._fast) / (cur[2] + 1e-9 * (abs(cur[0]) + 1.0))
+            self._pending = r / max(SPIKE_AT, TAIL_MULT * cur[9]) * self._sens
+            return False, 0.7
+        return False, 0.0
+
+    def _accept_change(self, n: int, run: int) -> None:
+        """A change persisted: make what the data does now the new normal."""
+        cand = self._cand
+        self._streak = 0.0
+        self._cand = None
+        if cand is None:
+            return
+        m = self._modes[self._cur]
+        level, spread, noise = cand
+        floor = 1e-9 * (abs(level) + 1.0)
+        if run >= 5:
+            # Constant for long: a constant regime, where repeats are normal.
+            m[6] = max(m[6], 0.99)
+            m[2] = max(self._act, floor)
+            m[8] = n
+            return
+        self._fast = level
+        if abs(level - m[0]) <= 3.0 * m[1]:
+            m[0] = m[4] = level  # same regime, new level
+            m[8] = n
+            return
+        noise = max(0.8 * noise, floor)
+        new = [level, max(spread, noise), noise, 0.5 * noise, level, 0.5 * noise, m[6],
+               _NEW_COUNT, float(n), 3.2]  # fmt: skip
+        if len(self._modes) < self._max_regimes:
+            self._modes.append(new)
+            self._cur = len(self._modes) - 1
+        else:
+            j = min(range(len(self._modes)), key=lambda i: self._modes[i][8])
+            self._modes[j] = new
+            self._cur = j
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for slot, value in zip(self.__slots__, state, strict=True):
+            setattr(self, slot, value)
+
+
+class _RiverDetector:
+    """Common part of the river wrappers: score, then learn, clamp to [0, 1]."""
+
+    name = "river"
+
+    def _score(self, x: float) -> float:
+        raise NotImplementedError
+
+    def score_one(self, ts: datetime | float, value: float) -> float:
+        """Score ``value`` in [0, 1], then learn from it."""
+        s = self._score(float(value))
+        if s != s:  # NaN from a degenerate distribution
+            return 0.0
+        return 0.0 if s < 0.0 else 1.0 if s > 1.0 else s
+
+
+class HalfSpaceTreesDetector(_RiverDetector):
+    """river ``HalfSpaceTrees`` on values min-max scaled to [0, 1].
+
+    Small sane defaults (``n_trees=10, height=8, window_size=250``); other
+    ``params`` go to ``HalfSpaceTrees``. Scores 0 during the first window.
+    """
+
+    name = "halfspacetrees"
+
+    def __init__(self, **params: Any) -> None:
+        options = {"n_trees": 10, "height": 8, "window_size": 250, "seed": 42}
+        options.update(params)
+        self.scaler = preprocessing.MinMaxScaler()
+        self.model = anomaly.HalfSpaceTrees(**options)
+
+    def _score(self, x: float) -> float:
+        features = {"x": x}
+        self.scaler.learn_one(features)
+        scaled = self.scaler.transform_one(features)
+        v = scaled["x"]
+        scaled["x"] = 0.0 if v < 0.0 else 1.0 if v > 1.0 else v
+        s = float(self.model.score_one(scaled))
+        self.model.learn_one(scaled)
+        return s
+
+
+class GaussianDetector(_RiverDetector):
+    """river ``GaussianScorer``: ``2 * |CDF(value) - 0.5|`` of a fitted Gaussian.
+
+    ``params``: ``window_size`` (None: all history) and ``grace_period``.
+    """
+
+    name = "gaussian"
+
+    def __init__(self, **params: Any) -> None:
+        options: dict[str, Any] = {"window_size": None, "grace_period": 100}
+        options.update(params)
+        self.model = anomaly.GaussianScorer(**options)
+
+    def _score(self, x: float) -> float:
+        s = float(self.model.score_one(None, x))
+        self.model.learn_one(None, x)
+        return s
+
+
+class ZScoreDetector(_RiverDetector):
+    """river ``StandardAbsoluteDeviation``: ``|value - mean| / std``, mapped to [0, 1].
+
+    ``params``: ``alarm_z`` (the ``|z|`` that scores 0.9, default 4) and
+    ``grace_period`` (values scored 0 at the start, default 30).
+    """
+
+    name = "zscore"
+
+    def __init__(self, alarm_z: float = 4.0, grace_period: int = 30) -> None:
+        self.alarm_z = float(alarm_z)
+        self.grace_period = int(grace_period)
+        self.seen = 0
+        self.model = anomaly.StandardAbsoluteDeviation()
+
+    def _score(self, x: float) -> float:
+        z = float(self.model.score_one(None, x)) if self.seen >= self.grace_period else 0.0
+        self.model.learn_one(None, x)
+        self.seen += 1
+        return alarm_units_to_score(z / self.alarm_z)
+
+
+_DETECTORS: dict[str, Any] = {
+    "default": RegimeDetector,
+    "halfspacetrees": HalfSpaceTreesDetector,
+    "gaussian": GaussianDetector,
+    "zscore": ZScoreDetector,
+}
+
+
+def build_detector(config: DetectorConfig | None) -> Detector:
+    """A fresh detector for one series: the default one for ``None``."""
+    if config is None:
+        return RegimeDetector()
+    cls = _DETECTORS[config.type]
+    detector: Detector = cls(**config.params)
+    return detector

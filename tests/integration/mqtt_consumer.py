@@ -1,0 +1,95 @@
+"""A tiny StreamForge MQTT consumer run as a separate process by the MQTT tests.
+
+    python -m tests.integration.mqtt_consumer CONFIG.json OUT.txt [--sink-delay S] [--epoch S]
+
+Runs ``MqttSource(config) -> decode -> file sink``. The sink appends one line
+per reading, ``<device> <metric> <value>``, and fsyncs before ``write_batch``
+returns: a durable sink, which is what the source's acknowledgements are
+aligned to. ``--sink-delay`` makes every write that much slower, so messages
+pile up between the broker and the sink. ``OUT.ready`` is created once the
+client is connected and subscribed. Stop it with SIGTERM or SIGKILL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import run_main
+
+from connectors.mqtt import MqttPartition, MqttSource
+from flows.decode import decode_many
+from schemas.config import DecodeConfig
+from schemas.models import Reading
+from schemas.sources.mqtt import MqttSourceConfig
+
+
+class _FilePartition(StatelessSinkPartition[Any]):
+    def __init__(self, path: Path, delay: float) -> None:
+        self.path = path
+        self.delay = delay
+
+    def write_batch(self, items: list[Any]) -> None:
+        if self.delay:
+            time.sleep(self.delay)
+        lines = [
+            f"{r.device} {r.metric} {r.value}\n" if isinstance(r, Reading) else f"DEAD {r.reason}\n"
+            for r in items
+        ]
+        with self.path.open("a") as out:
+            out.writelines(lines)
+            out.flush()
+            os.fsync(out.fileno())
+
+
+class FileSink(DynamicSink[Any]):
+    """Appends readings to a file, durably (fsync) before returning."""
+
+    def __init__(self, path: Path, delay: float) -> None:
+        self.path = path
+        self.delay = delay
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _FilePartition:
+        return _FilePartition(self.path, self.delay)
+
+
+class ReadySource(MqttSource):
+    """MqttSource that creates ``<out>.ready`` once a partition is connected and subscribed."""
+
+    def __init__(self, config: MqttSourceConfig, ready: Path) -> None:
+        super().__init__(config)
+        self.ready = ready
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> MqttPartition:
+        part = super().build_part(step_id, for_part, resume_state)
+        self.ready.touch()
+        return part
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--sink-delay", type=float, default=0.0)
+    parser.add_argument("--epoch", type=float, default=0.2)
+    args = parser.parse_args()
+    config = MqttSourceConfig.model_validate(json.loads(args.config.read_text()))
+    decode = DecodeConfig()
+
+    flow = Dataflow("mqtt_consumer")
+    raw = op.input("mqtt", flow, ReadySource(config, args.out.with_suffix(".ready")))
+    decoded = op.flat_map_batch("decode", raw, lambda batch: decode_many(batch, decode))
+    op.output("file", decoded, FileSink(args.out, args.sink_delay))
+    run_main(flow, epoch_interval=timedelta(seconds=args.epoch))
+
+
+if __name__ == "__main__":
+    main()
