@@ -53,8 +53,9 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors.modbus_buffer import PollBuffer
 from connectors.modbus_plan import ReadBlock, describe_plan, plan_device
-from connectors.modbus_poller import ConnectionPoller, PollBuffer, log
+from connectors.modbus_poller import ConnectionPoller, log
 from connectors.modbus_transport import ModbusConnection, serial_available
 from schemas.models import Reading
 from schemas.sources.modbus import ModbusDevice, ModbusSourceConfig

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from schemas.models import Value
 from schemas.sources.modbus import REGISTERS_PER_TYPE, ModbusTag
@@ -133,22 +133,52 @@ def encode_value(
     return bytes_to_registers(struct.pack(f">{_STRUCT[data_type]}", value), word_order)
 
 
+TagDecoder = Callable[[Sequence[int]], Value]
+"""Turns a tag's own registers into its reading value (raises :class:`DecodeError`)."""
+
+
+def make_decoder(tag: ModbusTag, default_order: str) -> TagDecoder:
+    """A decoder for one register tag, with formats and word order resolved once.
+
+    Polls decode every tag on every poll; resolving the type, order and
+    scale up front keeps that to a slice, a pack and an unpack.
+    """
+    data_type = tag.type or "uint16"
+    if data_type == "bool":
+        if tag.bit is None:
+            return lambda words: words[0] != 0
+        mask = 1 << tag.bit
+        return lambda words: bool(words[0] & mask)
+    order = tag.word_order or default_order
+    if data_type == "string":
+        encoding = tag.encoding
+        return lambda words: decode_registers(words, "string", order, encoding)
+    width = REGISTERS_PER_TYPE[data_type]
+    pack = struct.Struct(f"{'<' if order in _BYTE_SWAP else '>'}{width}H").pack
+    unpack = struct.Struct(f">{_STRUCT[data_type]}").unpack
+    reverse = order in _WORD_SWAP
+    is_float32 = data_type == "float32"
+    scaled = tag.scale != 1.0 or tag.offset != 0.0
+    scale, offset = tag.scale, tag.offset
+
+    def decode(words: Sequence[int]) -> Value:
+        data = pack(*(words[::-1] if reverse else words))
+        value: int | float = unpack(data)[0]
+        if is_float32:
+            value = shortest_float32(value, data)
+        if scaled:
+            value = value * scale + offset
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DecodeError(f"{data_type} value is {value} (not finite)")
+        return value
+
+    return decode
+
+
 def tag_value(tag: ModbusTag, words: Sequence[int], default_order: str) -> Value:
     """The reading value of a register tag from its own registers (scale/offset applied).
 
     Raises :class:`DecodeError` for values that cannot be emitted: NaN or
     infinite floats, text that is not in the tag's encoding.
     """
-    data_type = tag.type or "uint16"
-    if data_type == "bool":
-        if tag.bit is None:
-            return words[0] != 0
-        return bool((words[0] >> tag.bit) & 1)
-    raw = decode_registers(words, data_type, tag.word_order or default_order, tag.encoding)
-    if isinstance(raw, str):
-        return raw
-    if tag.scale != 1.0 or tag.offset != 0.0:
-        raw = raw * tag.scale + tag.offset
-    if isinstance(raw, float) and not math.isfinite(raw):
-        raise DecodeError(f"{data_type} value is {raw} (not finite)")
-    return raw
+    return make_decoder(tag, default_order)(words)

@@ -4,6 +4,7 @@
 >>> from schemas.sources.modbus import ModbusSourceConfig
 >>> config = ModbusSourceConfig.model_validate({"devices": [{"name": "press-1", "port": 5020,
 ...     "groups": [{"interval": "100ms", "tags": [{"metric": "t", "address": 0}]}]}]})
+>>> from connectors.modbus_buffer import PollBuffer
 >>> buffer = PollBuffer(100, "press-1")
 >>> poller = ConnectionPoller("press-1", config.devices, tenant="plant-a",
 ...                           status_metric="_status.online", emit=buffer.put)
@@ -44,12 +45,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from connectors.modbus_codec import DecodeError, tag_value
+from connectors.modbus_codec import DecodeError, TagDecoder, make_decoder
 from connectors.modbus_plan import ReadBlock, plan_device
 from connectors.modbus_transport import ModbusConnection, ModbusReadError
 from flows.logs import get_logger
 from flows.metrics import counter, gauge
-from schemas.models import Reading
+from schemas.models import Reading, Value
 from schemas.sources.modbus import BIT_FUNCTIONS, ModbusDevice
 
 log = get_logger("connectors.modbus")
@@ -65,67 +66,8 @@ DECODE_ERRORS = counter(
 SKIPPED = counter(
     "streamforge_modbus_polls_skipped_total", "Scheduled polls not run (backoff or overrun)"
 )
-DROPPED = counter(
-    "streamforge_modbus_dropped_readings_total", "Readings dropped because a buffer was full"
-)
 ONLINE = gauge("streamforge_modbus_device_online", "1 when a Modbus device answers, else 0")
 JITTER = gauge("streamforge_modbus_poll_jitter_seconds", "Last poll's start minus planned start")
-
-
-class PollBuffer:
-    """Bounded hand-over of polls from a polling thread to the dataflow.
-
-    ``put`` never blocks the polling thread: when ``capacity`` polls are
-    waiting, the oldest is dropped, counted and logged (at most every 10 s).
-    """
-
-    def __init__(self, capacity: int, partition: str) -> None:
-        self.capacity = capacity
-        self.partition = partition
-        self._polls: deque[list[Reading]] = deque()
-        self._lock = threading.Lock()
-        self.dropped = 0
-        self._dropped_since_log = 0
-        self._last_log = -math.inf
-
-    def put(self, readings: list[Reading]) -> None:
-        """Hand over one poll's readings."""
-        if not readings:
-            return
-        lost: list[Reading] = []
-        with self._lock:
-            if len(self._polls) >= self.capacity:
-                lost = self._polls.popleft()
-            self._polls.append(readings)
-        if lost:
-            self._count_drop(len(lost))
-
-    def drain(self) -> list[Reading]:
-        """Every waiting reading, oldest first (empty when none)."""
-        with self._lock:
-            polls, self._polls = self._polls, deque()
-        return [reading for poll in polls for reading in poll]
-
-    def __len__(self) -> int:
-        return len(self._polls)
-
-    def _count_drop(self, readings: int) -> None:
-        self.dropped += readings
-        self._dropped_since_log += readings
-        DROPPED.inc(readings, partition=self.partition)
-        now = time.monotonic()
-        if now - self._last_log >= 10.0:
-            log.warning(
-                "modbus buffer full, oldest polls dropped",
-                extra={
-                    "device": self.partition,
-                    "step": "buffer",
-                    "dropped": self._dropped_since_log,
-                    "capacity": self.capacity,
-                },
-            )
-            self._dropped_since_log = 0
-            self._last_log = now
 
 
 @dataclass
@@ -159,6 +101,31 @@ class DeviceState:
     last_error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TagSlot:
+    """Where a tag's value sits in its request's response, and how to decode it."""
+
+    metric: str
+    unit: str | None
+    start: int
+    end: int
+    decode: TagDecoder | None  # None: a coil or discrete input bit
+
+
+def _slots(block: ReadBlock, default_order: str) -> list[TagSlot]:
+    bits = block.function in BIT_FUNCTIONS
+    return [
+        TagSlot(
+            p.tag.metric,
+            p.tag.unit,
+            p.offset,
+            p.offset + p.tag.width,
+            None if bits else make_decoder(p.tag, default_order),
+        )
+        for p in block.tags
+    ]
+
+
 @dataclass
 class Schedule:
     """One group of one device: its requests and its grid ``start + k * interval``."""
@@ -169,6 +136,10 @@ class Schedule:
     blocks: list[ReadBlock]
     start: float = 0.0
     k: int = 0
+    slots: list[list[TagSlot]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.slots = [_slots(b, self.state.device.word_order) for b in self.blocks]
 
     def due(self) -> float:
         """Planned (monotonic) start of the next poll."""
@@ -194,7 +165,7 @@ class _Throttle:
 class ConnectionPoller:
     """Polls every device of one connection (one Bytewax partition) on its own thread.
 
-    ``emit`` receives each poll's readings (a :meth:`PollBuffer.put`).
+    ``emit`` receives each poll's readings (a :meth:`connectors.modbus_buffer.PollBuffer.put`).
     ``connect`` builds the connection from the first device's settings and
     is called on the polling thread, so even a slow connect never blocks
     the dataflow.
@@ -302,7 +273,7 @@ class ConnectionPoller:
         self.stats.polls += 1
         readings: list[Reading] = []
         failure: str | None = None
-        for block in schedule.blocks:
+        for block, slots in zip(schedule.blocks, schedule.slots, strict=True):
             REQUESTS.inc(device=device.name, function=block.function)
             try:
                 values = self.connection.read(
@@ -322,7 +293,7 @@ class ConnectionPoller:
                     request=block.describe(),
                 )
                 continue
-            self._decode(block, values, ts, readings)
+            self._decode(device.name, slots, values, ts, readings)
         self.stats.readings += len(readings)
         READINGS.inc(len(readings), device=device.name)
         status = self._update_status(state, ts, failure)
@@ -334,39 +305,41 @@ class ConnectionPoller:
         return readings
 
     def _decode(
-        self, block: ReadBlock, values: list[int] | list[bool], ts: datetime, out: list[Reading]
+        self,
+        device: str,
+        slots: list[TagSlot],
+        values: list[int] | list[bool],
+        ts: datetime,
+        out: list[Reading],
     ) -> None:
-        device = self.states[block.device].device
-        bits = block.function in BIT_FUNCTIONS
-        for placed in block.tags:
-            tag = placed.tag
+        tenant = self.tenant
+        for slot in slots:
             try:
-                if bits:
-                    value: bool | int | float | str = bool(values[placed.offset])
+                if slot.decode is None:
+                    value: Value = bool(values[slot.start])
                 else:
-                    words = values[placed.offset : placed.offset + tag.width]
-                    value = tag_value(tag, words, device.word_order)
+                    value = slot.decode(values[slot.start : slot.end])
             except DecodeError as exc:
                 self.stats.decode_errors += 1
-                DECODE_ERRORS.inc(device=device.name, metric=tag.metric)
+                DECODE_ERRORS.inc(device=device, metric=slot.metric)
                 self._warn(
-                    f"{device.name}/{tag.metric}",
+                    f"{device}/{slot.metric}",
                     "modbus value not emitted",
-                    device.name,
-                    metric=tag.metric,
+                    device,
+                    metric=slot.metric,
                     error=str(exc),
                 )
                 continue
             out.append(
                 Reading(
-                    device=device.name,
-                    metric=tag.metric,
+                    device=device,
+                    metric=slot.metric,
                     ts=ts,
                     value=value,
-                    tenant=self.tenant,
+                    tenant=tenant,
                     quality="good",
                     source="modbus",
-                    unit=tag.unit,
+                    unit=slot.unit,
                 )
             )
 

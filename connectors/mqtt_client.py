@@ -1,4 +1,4 @@
-"""Build a paho-mqtt 2.x client from an :class:`MqttSourceConfig` (auth, TLS, session, flow control).
+"""Build a paho-mqtt 2.x client from an MqttSourceConfig: auth, TLS, session, flow control.
 
 >>> from schemas.sources.mqtt import MqttSourceConfig
 >>> config = MqttSourceConfig(url="mqtts://broker.example:8884",

@@ -65,8 +65,8 @@ from schemas.sources.simulator import SimulatorSourceConfig
 
 __all__ = [
     "ANOMALY_KINDS",
-    "CATALOGUE",
     "BATCH_READINGS",
+    "CATALOGUE",
     "InjectedAnomaly",
     "MetricSpec",
     "PlantSimulator",
@@ -158,6 +158,8 @@ class SimulatorPartition(StatefulSourcePartition[Reading, SimulatorSnapshot]):
         """When the next step is due (``None``: now, or unpaced)."""
         if not self._steps_per_s or not self._width:
             return None
+        if self._stop is not None and self._position >= self._stop:
+            return None  # done: let next_batch end the partition now
         step = self._position // self._width
         wait = self._anchor + (step - self._anchor_step) / self._steps_per_s - time.monotonic()
         return None if wait <= 0 else datetime.now(UTC) + timedelta(seconds=wait)
@@ -197,6 +199,4 @@ class SimulatorSource(FixedPartitionedSource[Reading, SimulatorSnapshot]):
     ) -> SimulatorPartition:
         """Build partition ``sim-i``, resuming from its snapshot if any."""
         index = int(for_part.removeprefix("sim-"))
-        return SimulatorPartition(
-            self.config, partition_devices(self.config, index), resume_state
-        )
+        return SimulatorPartition(self.config, partition_devices(self.config, index), resume_state)

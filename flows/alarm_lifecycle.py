@@ -84,6 +84,32 @@ class AlarmLifecycle:
         self.kind: AlarmKind = kind
         self._reset()
 
+    _IDENTITY = ("tenant", "device", "metric", "rule", "kind")
+    _ALARM = (
+        "id",
+        "severity",
+        "state",
+        "seq",
+        "raised_at",
+        "acknowledged_at",
+        "acknowledged_by",
+        "comment",
+        "value",
+        "threshold",
+        "message",
+    )
+
+    def __getstate__(self) -> tuple[object, ...]:
+        # A tuple without slot names, and only the identity when no alarm is
+        # active: this is pickled once per series and rule in every snapshot.
+        names = self._IDENTITY + self._ALARM if self.id is not None else self._IDENTITY
+        return tuple(getattr(self, name) for name in names)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        self._reset()
+        for name, value in zip(self._IDENTITY + self._ALARM, state, strict=False):
+            setattr(self, name, value)
+
     def _reset(self) -> None:
         self.id: str | None = None
         self.severity: Severity = "info"
@@ -186,6 +212,15 @@ class AlarmTrackerBase:
     __slots__ = ("_life",)
 
     _life: AlarmLifecycle
+    _FIELDS: tuple[str, ...] = ("_life",)
+    """Every slot, in order: subclasses list theirs so the pickle is a plain tuple."""
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        for name, value in zip(self._FIELDS, state, strict=True):
+            setattr(self, name, value)
 
     @property
     def active(self) -> bool:

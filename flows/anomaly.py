@@ -70,18 +70,21 @@ def alarm_units_to_score(units: float) -> float:
 #  6 prep    EW fraction of values equal to the previous one
 #  7 count   values learned in this regime (capped)
 #  8 seen    index of the last value that belonged to this regime
-#  9 tail    EW 99th percentile of |value - fast| / noise (how heavy the tails are)
+#  9 z99, 10 z50   running 99th percentile and median of |value - fast| / noise
+# 11 s99, 12 s50   the same for |fast - level| / dev1
+# (the alarm level of a deviation extrapolates its 99th percentile by the ratio
+# of the two, so heavy-tailed series get a higher alarm level than Gaussian ones)
 _NEW_COUNT = 20.0  # a regime born from an accepted change starts as if 20 values old
 
 # Alarm levels, in units of each deviation's learned mean absolute size.
-SPIKE_AT = 6.0  # at least; more for heavy-tailed series (TAIL_MULT * tail)
-TAIL_MULT = 2.2
-SHIFT_AT = 6.0
+SPIKE_AT = 5.5  # at least; more for heavy-tailed series (see _alarm_level)
+SHIFT_AT = 5.5
 DRIFT_AT = 6.0
 STUCK_AT = 12.0  # nats: a run of repeats with about e^-12 chance of being noise
 FLAT_AT = 0.03  # short-term activity / learned noise
 # Learning rates (per value).
 FAST = 0.3
+TREND = 0.1
 SLOW = 0.03
 ANCHOR = 0.003
 SCALE = 0.01
@@ -89,9 +92,27 @@ WANDER = 0.003
 REPEAT = 0.01
 ACTIVITY = 0.2
 CANDIDATE = 0.1
-TAIL_UP = 1.05  # tail *= TAIL_UP above it, *= TAIL_DOWN below: settles at the 99th percentile
-TAIL_DOWN = 1.0 - 0.05 / 99.0
+# A running percentile q is multiplied by Q_UP when a value is above it and by
+# Q99_DOWN (Q90_DOWN) otherwise: it settles where 1 % (10 %) of values are above.
+Q_UP = 1.08
+Q99_DOWN = 1.0 - 0.08 / 99.0
+Q50_UP = 1.03
+Q50_DOWN = 1.0 / 1.03
+SEPARATE = 8.0  # regimes are at least this many spreads apart (else they are one)
+_GAUSS_QUANTILES = (3.23, 0.845)  # 99th percentile and median of |N(0,1)| / E|N(0,1)|
 _LEARN = 0.84  # units below this (score < 0.5) are normal and learned from
+
+
+def _alarm_level(q99: float, q50: float, minimum: float) -> float:
+    """Alarm level of a deviation from its running 99th percentile and median.
+
+    Extrapolates the tail as ``0.446 * q99 * (q99 / q50)``: 5.5 for Gaussian
+    noise (about 4.4 sigma) and 18 for Student-t(3) noise (a value that
+    far out has about the same small chance in both), so heavy-tailed
+    series alarm about as rarely as Gaussian ones.
+    """
+    level = 0.446 * q99 * q99 / q50 if q50 > 0.0 else minimum
+    return level if level > minimum else minimum
 
 
 class RegimeDetector:
@@ -149,6 +170,7 @@ class RegimeDetector:
         "_run",
         "_sens",
         "_streak",
+        "_trend",
         "_warmup",
     )
 
@@ -169,9 +191,12 @@ class RegimeDetector:
         self._sens = float(sensitivity)
         self._n = 0
         self._fast = 0.0
+        self._trend = 0.0  # per value, of the short-term level
         self._prev = 0.0
         self._act = 0.0  # EW mean |value - previous value|, short term (flatness)
-        self._run = 0  # values equal to the previous one, in a row
+        # Values equal to the previous one, in a row; negative after a constant
+        # stretch was accepted, until the series moves again.
+        self._run = 0
         self._streak = 0.0  # leaky count of anomalous values (acceptance)
         self._pending = 0.0  # units of a transition value, paid if the series comes back
         self._cand: list[float] | None = None  # level, spread, noise of the anomalous data
@@ -184,14 +209,16 @@ class RegimeDetector:
         n = self._n + 1
         self._n = n
         if n == 1:
-            self._modes = [[x, 0.0, 0.0, 0.0, x, 0.0, 0.1, 1.0, 1.0, 3.2]]
+            self._modes = [[x, 0.0, 0.0, 0.0, x, 0.0, 0.1, 1.0, 1.0, *_GAUSS_QUANTILES * 2]]
             self._fast = self._prev = x
             return 0.0
         m = self._modes[self._cur]
-        level, spread, noise, dev1, anchor, dev2, prep, count, _, tail = m
+        level, spread, noise, dev1, anchor, dev2, prep, count, _, z99, z50, s99, s50 = m
         # Scales never reach zero: a perfectly constant regime still has a resolution.
         floor = 1e-9 * (abs(level) + 1.0)
-        fast = self._fast
+        old_fast = self._fast
+        trend = self._trend
+        fast = old_fast + trend  # the prediction (Holt: level + trend)
         r = x - fast
         ar = -r if r < 0.0 else r
         z = ar / (noise + floor)
@@ -204,9 +231,10 @@ class RegimeDetector:
             transition = units > 0.0
             if switched:
                 m = self._modes[self._cur]
-                level, spread, noise, dev1, anchor, dev2, prep, count, _, tail = m
+                level, spread, noise, dev1, anchor, dev2, prep, count, _, z99, z50, s99, s50 = m
                 floor = 1e-9 * (abs(level) + 1.0)
-                fast = x
+                fast = level + FAST * (x - level)  # as if the context had been in it
+                trend = 0.0
                 ar = x - level
                 ar = -ar if ar < 0.0 else ar
                 z = ar / (spread + floor)
@@ -215,6 +243,7 @@ class RegimeDetector:
         lim = 4.0 * noise + floor
         if not switched:
             fast += FAST * (r if -lim < r < lim else (lim if r > 0.0 else -lim))
+            trend += TREND * (fast - old_fast - trend)
         d1 = fast - level
         if d1 < 0.0:
             d1 = -d1
@@ -225,13 +254,11 @@ class RegimeDetector:
         if step < 0.0:
             step = -step
         act = self._act + ACTIVITY * (step - self._act)
-        spike_at = TAIL_MULT * tail
-        if spike_at < SPIKE_AT:
-            spike_at = SPIKE_AT
-        u = z / spike_at
+        u = z / _alarm_level(z99, z50, SPIKE_AT)
         if units == 0.0:  # not a transition value (those have their own units)
             units = u
-        u = d1 / ((dev1 + floor) * SHIFT_AT)
+        s = d1 / (dev1 + floor)
+        u = s / _alarm_level(s99, s50, SHIFT_AT)
         if u > units:
             units = u
         u = d2 / ((dev2 + floor) * DRIFT_AT)
@@ -242,22 +269,25 @@ class RegimeDetector:
             units = pending  # back to the regime after one odd value: that was a spike
         if step <= floor:
             run = self._run + 1
-            u = run * -math.log(prep if prep > 0.01 else 0.01) / STUCK_AT
-            if u > units:
-                units = u
+            if run > 0:  # (negative: an accepted constant stretch)
+                u = run * -math.log(prep if prep > 0.01 else 0.01) / STUCK_AT
+                if u > units:
+                    units = u
         else:
             run = 0
-        if act < FLAT_AT * noise and noise > 10.0 * floor:
+        if act < FLAT_AT * noise and noise > 10.0 * floor and run >= 0:
             u = 0.5 * FLAT_AT * noise / (act + floor)
             if u > units:
                 units = u
+        if count < 5.0:
+            units = 0.0  # too little seen to judge, even for learning
+        reported = units * n / self._warmup if n < self._warmup else units
         if count < 10.0:
-            units = 0.0  # too little seen to judge
-        elif n <= self._warmup:
-            units *= n / self._warmup
-        score = 1.0 - math.exp(-_LN10 * units**4) if units > 0.05 else 0.0
+            reported = 0.0
+        score = 1.0 - math.exp(-_LN10 * reported**4) if reported > 0.05 else 0.0
         # Learn.
         self._fast = fast
+        self._trend = trend
         self._prev = x
         self._run = run
         self._act = act
@@ -291,8 +321,11 @@ class RegimeDetector:
             anchor += (inv if inv > ANCHOR else ANCHOR) * (level - anchor)
             dev2 += (inv if inv > WANDER else WANDER) * (d2 - dev2)
             prep += REPEAT * ((1.0 if run else 0.0) - prep)
-            tail = tail * TAIL_UP if z > tail else tail * TAIL_DOWN
-            m[:] = level, spread, noise, dev1, anchor, dev2, prep, count, n, tail
+            z99 = z99 * Q_UP if z > z99 else z99 * Q99_DOWN
+            z50 = z50 * Q50_UP if z > z50 else z50 * Q50_DOWN
+            s99 = s99 * Q_UP if s > s99 else s99 * Q99_DOWN
+            s50 = s50 * Q50_UP if s > s50 else s50 * Q50_DOWN
+            m[:] = level, spread, noise, dev1, anchor, dev2, prep, count, n, z99, z50, s99, s50
         else:
             m[8] = n
             self._streak += 1.0
@@ -323,6 +356,8 @@ class RegimeDetector:
         for j, mode in enumerate(modes):
             if j == self._cur or mode[7] < 20.0 or n - mode[8] > 200_000:
                 continue
+            if abs(mode[0] - cur[0]) < SEPARATE * max(mode[1], cur[1]):
+                continue  # too close to tell apart: not a regime of its own
             d = abs(x - mode[0]) / (mode[1] + 1e-9 * (abs(mode[0]) + 1.0))
             if d < best_d:
                 best, best_d = j, d
@@ -334,7 +369,7 @@ class RegimeDetector:
             return True, 0.0
         if between:
             r = abs(x - self._fast) / (cur[2] + 1e-9 * (abs(cur[0]) + 1.0))
-            self._pending = r / max(SPIKE_AT, TAIL_MULT * cur[9]) * self._sens
+            self._pending = r / _alarm_level(cur[9], cur[10], SPIKE_AT) * self._sens
             return False, 0.7
         return False, 0.0
 
@@ -349,19 +384,24 @@ class RegimeDetector:
         level, spread, noise = cand
         floor = 1e-9 * (abs(level) + 1.0)
         if run >= 5:
-            # Constant for long: a constant regime, where repeats are normal.
-            m[6] = max(m[6], 0.99)
-            m[2] = max(self._act, floor)
-            m[8] = n
+            # Constant for long: accept it until the series moves again.
+            self._run = -(10**9)
             return
         self._fast = level
-        if abs(level - m[0]) <= 3.0 * m[1]:
-            m[0] = m[4] = level  # same regime, new level
-            m[8] = n
-            return
+        self._trend = 0.0
+        for j, other in enumerate(self._modes):
+            if abs(level - other[0]) <= SEPARATE * other[1]:
+                # Within a known regime (the current one or another): re-baseline it,
+                # taking at least the variability the new data shows.
+                other[0] = other[4] = level
+                other[1] = max(other[1], spread)
+                other[2] = max(other[2], 0.8 * noise)
+                other[8] = n
+                self._cur = j
+                return
         noise = max(0.8 * noise, floor)
         new = [level, max(spread, noise), noise, 0.5 * noise, level, 0.5 * noise, m[6],
-               _NEW_COUNT, float(n), 3.2]  # fmt: skip
+               _NEW_COUNT, float(n), *m[9:]]  # fmt: skip
         if len(self._modes) < self._max_regimes:
             self._modes.append(new)
             self._cur = len(self._modes) - 1

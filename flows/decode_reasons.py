@@ -135,6 +135,7 @@ def parse_timestamp(value: Any) -> datetime | str:
 
 
 def payload_text(payload: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
+    """A payload as dead-letter text: itself when UTF-8, else base64 (and which it is)."""
     try:
         return payload.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -142,6 +143,7 @@ def payload_text(payload: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
 
 
 def item_text(item: Any) -> tuple[str, Literal["utf-8", "base64"]]:
+    """One parsed array item as compact JSON text, for its own dead letter."""
     try:
         text = json.dumps(item, ensure_ascii=False, allow_nan=True, separators=(",", ":"))
         return text, "utf-8"
@@ -150,6 +152,7 @@ def item_text(item: Any) -> tuple[str, Literal["utf-8", "base64"]]:
 
 
 def json_reason(payload: bytes, message: str) -> str:
+    """Why a payload the JSON parser rejected is bad: not UTF-8, or the parser's message."""
     try:
         payload.decode("utf-8")
     except UnicodeDecodeError as exc:

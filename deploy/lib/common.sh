@@ -116,7 +116,8 @@ spawn_daemon() {
     die "could not launch $1 (no pid file $pidfile after 5 s)"
 }
 
-# TERM, wait up to $2 seconds, then KILL. Returns once the pid is gone.
+# TERM, wait up to $2 seconds, then KILL. Returns once the pid is gone:
+# 0 if it exited after TERM, 1 if it had to be killed.
 stop_pid() {
     local pid="$1" timeout="${2:-30}" name="${3:-process}" i
     pid_alive "$pid" || return 0
@@ -128,7 +129,7 @@ stop_pid() {
     warn "$name (pid $pid) did not stop within ${timeout}s; sending KILL"
     kill -KILL "$pid" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do
-        pid_alive "$pid" || return 0
+        pid_alive "$pid" || return 1
         sleep 0.1
     done
     die "$name (pid $pid) survived KILL"

@@ -64,7 +64,7 @@ mq_stop() {
     pid=$(pidfile_pid "$MQ_PID" mosquitto) || { rm -f "$MQ_PID"; return 0; }
     log "mosquitto: stopping (pid $pid)"
     # TERM makes mosquitto save its persistence file before exiting.
-    stop_pid "$pid" 30 mosquitto
+    stop_pid "$pid" 30 mosquitto || true
     rm -f "$MQ_PID"
 }
 

@@ -142,7 +142,7 @@ ts_running_pid() {
 ts_clear_stale_lock() {
     local pid sock="$TS_ROOT/tmp/.s.PGSQL.$STREAMFORGE_DB_PORT"
     for pid in $(ts_our_processes); do
-        stop_pid "$pid" 10 "leftover postgres backend"
+        stop_pid "$pid" 10 "leftover postgres backend" || true
     done
     if [[ -f "$TS_STATE/data/postmaster.pid" ]]; then
         warn "timescale: removing the lock files left by a server that did not shut down cleanly"
@@ -227,11 +227,11 @@ ts_stop() {
         log "timescale: stopping (pid $pid)"
         # Fast shutdown: roll back open transactions, checkpoint, exit.
         ts_as_postgres pg_ctl -D "$TS_PGDATA" -m fast -w -t 60 stop >/dev/null 2>&1 ||
-            stop_pid "$pid" 30 postgres
+            stop_pid "$pid" 30 postgres || true
     fi
     # Stragglers (a crashed postmaster's backends) would keep the mount busy.
     for pid in $(ts_our_processes); do
-        stop_pid "$pid" 10 "leftover postgres backend"
+        stop_pid "$pid" 10 "leftover postgres backend" || true
     done
     ts_unmount_state
     rm -f "$TS_PID"

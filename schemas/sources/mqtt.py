@@ -94,7 +94,9 @@ class MqttSubscription(BaseModel):
     @property
     def filter(self) -> str:
         """The MQTT topic filter subscribed to: every ``{field}`` level becomes ``+``."""
-        return "/".join("+" if level is None else level for level in parse_topic_template(self.topic))
+        return "/".join(
+            "+" if level is None else level for level in parse_topic_template(self.topic)
+        )
 
     @property
     def fields(self) -> tuple[str, ...]:

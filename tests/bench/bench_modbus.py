@@ -110,6 +110,11 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def load_average() -> float:
+    """1-minute load average: other processes on this machine skew every figure."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 def own_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
@@ -230,6 +235,7 @@ def run_phase(
         "missed_ticks": sum(p.stats.missed_ticks for p in pollers),
         "dropped_readings": sum(p.buffer.dropped for p in source.partitions.values()),
         "status_readings": counting.statuses,
+        "load_average_1m_at_end": load_average(),
     }
 
 
@@ -238,6 +244,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter phases (~25 s)")
     args = parser.parse_args()
     scale = 0.3 if args.quick else 1.0
+    load_at_start = load_average()
     port = free_port()
     ctx = multiprocessing.get_context("spawn")
     ready, done = ctx.Event(), ctx.Event()
@@ -261,7 +268,7 @@ def main() -> None:
         server.join(10)
     report = {
         "benchmark": "modbus source (pymodbus sync clients, one thread per device) -> bytewax",
-        "machine": {"cpus": os.cpu_count()},
+        "machine": {"cpus": os.cpu_count(), "load_average_1m_at_start": load_at_start},
         "workers": 1,
         "phases": phases,
     }

@@ -1,4 +1,4 @@
-"""MQTT source -> flows.decode against the local Mosquitto: every reading right, bad ones dead letters.
+"""MQTT source -> flows.decode on the local Mosquitto: right readings, bad ones dead letters.
 
 A publisher sends a known set of readings over several topics and payload
 formats (JSON object, JSON array, bare number), plus malformed payloads; the
@@ -134,9 +134,7 @@ def test_readings_and_dead_letters_over_several_topics_and_formats(
 
     readings = [r for r in out if isinstance(r, Reading)]
     dead = [d for d in out if isinstance(d, DeadLetter)]
-    numbers = sorted(
-        (r.device, r.value, r.unit) for r in readings if r.metric == "pressure"
-    )
+    numbers = sorted((r.device, r.value, r.unit) for r in readings if r.metric == "pressure")
     assert numbers == sorted((f"pump-{i}", 1.5 * i, "bar") for i in range(10))
     others = sorted(
         (r.tenant, r.device, r.metric, r.value, r.ts, r.unit)

@@ -252,6 +252,7 @@ def test_manual_clear_allowed_and_latched_until_safe() -> None:
     assert summary([cleared]) == [("cleared", "cleared", "warning", 2)]
     assert cleared.id == raised.id and cleared.cleared_at == at(1)
     assert cleared.comment == "cleared manually by alice: sensor being replaced"
+    assert (cleared.value, cleared.threshold) == (85, 75.0)
     # Still at warning level: not raised again by the next reading ...
     assert feed(t, [(2, 86), (3, 76), (4, 88)]) == []
     # ... but a higher level is a new alarm,
@@ -377,6 +378,14 @@ def test_anomaly_alarm_hold_and_clear_hold() -> None:
     assert summary([cleared]) == [("cleared", "cleared", "major", 2)]
     assert cleared.id == raised.id and cleared.threshold == 0.5
     assert valid(cleared) == cleared
+
+
+def test_anomaly_nan_scores_do_not_break_runs() -> None:
+    t = anomaly(hold=2, clear_hold=2)
+    assert summary(scores(t, [0.95, float("nan"), 0.95])) == [("raised", "raised", "warning", 1)]
+    assert summary(scores(t, [0.1, float("nan"), 0.1], start=3)) == [
+        ("cleared", "cleared", "warning", 2)
+    ]
 
 
 def test_anomaly_alarm_hold_one_and_pickle() -> None:

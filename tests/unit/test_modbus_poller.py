@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from connectors.modbus_buffer import PollBuffer
 from connectors.modbus_codec import encode_value
-from connectors.modbus_poller import ConnectionPoller, PollBuffer
+from connectors.modbus_poller import ConnectionPoller
 from connectors.modbus_transport import ModbusReadError
 from schemas.models import Reading
 from schemas.sources.modbus import ModbusDevice, ModbusSourceConfig

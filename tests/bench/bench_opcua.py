@@ -1,0 +1,240 @@
+"""Benchmark: 10,000 OPC UA monitored items changing every second, through a Bytewax dataflow.
+
+    .venv/bin/python -m tests.bench.bench_opcua            # ~1.5-2 min (server start included)
+    .venv/bin/python -m tests.bench.bench_opcua --quick    # shorter phases
+
+One asyncua server process (``tests/integration/opcua_server.py``) serves
+10,000 Double variables and writes all of them every second; this process
+runs one Bytewax worker whose OpcuaSource has one endpoint (one partition,
+one asyncua thread).
+
+Phases:
+
+- ``subscribe``: time from building the partition to the first value of
+  every item (connect, 10 CreateMonitoredItems requests of 1,000, initial
+  values).
+- ``subscription``: publishing interval 1 s; values/s reaching the sink, CPU
+  of this process and of the server (``/proc``), latency from the source
+  timestamp to the sink (includes up to one publishing interval of
+  server-side batching, by design of OPC UA subscriptions).
+- ``polling``: the same 10,000 nodes read every 1 s (10 Read requests of
+  1,000): values/s and poll overruns.
+
+Prints the figures and writes ``tests/bench/reports/opcua.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bytewax import operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import run_main
+
+from connectors.opcua import OpcuaPartition, OpcuaSource
+from connectors.opcua_handoff import BUFFER_FULL
+from connectors.opcua_session import POLL_OVERRUNS
+from schemas.models import Reading
+from schemas.sources.opcua import OpcuaSourceConfig
+
+REPORT = Path(__file__).parent / "reports" / "opcua.json"
+SERVER = Path(__file__).parents[1] / "integration" / "opcua_server.py"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ITEMS = 10_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def load_average() -> float:
+    """1-minute load average: other processes on this machine skew every figure."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Counting:
+    """What the sink saw: count, distinct items, latency samples, time of the last full round."""
+
+    count: int = 0
+    metrics: set[str] = field(default_factory=set)
+    latencies: list[float] = field(default_factory=list)
+    all_seen_at: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _CountingPartition(StatelessSinkPartition[Reading]):
+    def __init__(self, counting: Counting) -> None:
+        self.counting = counting
+
+    def write_batch(self, items: list[Reading]) -> None:
+        now = datetime.now(UTC)
+        c = self.counting
+        with c.lock:
+            c.count += len(items)
+            if c.all_seen_at is None:
+                c.metrics.update(r.metric for r in items)
+                if len(c.metrics) >= ITEMS:
+                    c.all_seen_at = time.monotonic()
+            for r in items[:: max(1, len(items) // 50)]:  # sample: 50 latencies per batch
+                c.latencies.append((now - r.ts).total_seconds())
+
+
+class CountingSink(DynamicSink[Reading]):
+    def __init__(self, counting: Counting) -> None:
+        self.counting = counting
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CountingPartition:
+        return _CountingPartition(self.counting)
+
+
+class TimedSource(OpcuaSource):
+    """The OPC UA source, but its partition ends after ``seconds`` (so run_main returns)."""
+
+    def __init__(self, config: OpcuaSourceConfig, seconds: float, on_built: Any) -> None:
+        super().__init__(config)
+        self.seconds = seconds
+        self.on_built = on_built
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> OpcuaPartition:
+        part = super().build_part(step_id, for_part, resume_state)
+        self.on_built(part)
+        deadline = time.monotonic() + self.seconds
+        inner = part.next_batch
+
+        def next_batch() -> list[Reading]:
+            if time.monotonic() >= deadline:
+                part.close()
+                raise StopIteration
+            return inner()
+
+        part.next_batch = next_batch  # type: ignore[method-assign]
+        return part
+
+
+def config(port: int, mode: str) -> OpcuaSourceConfig:
+    return OpcuaSourceConfig.model_validate({"endpoints": [{
+        "name": "bench", "url": f"opc.tcp://127.0.0.1:{port}/streamforge/test", "mode": mode,
+        "publishing_interval_ms": 1000, "poll_interval_ms": 1000, "queue_size": 1,
+        "request_timeout_s": 30, "open_timeout_s": 120,
+        "nodes": [{"node_id": f"ns=2;i={100000 + k}", "device": f"dev{k // 100:03d}", "metric": f"v{k:05d}"}
+                  for k in range(ITEMS)],
+    }]})
+
+
+def run_phase(name: str, port: int, server_pid: int, mode: str, seconds: float,
+              warmup: float) -> dict[str, Any]:
+    """Run the flow for ``warmup + seconds`` after the partition is built; measure the last ``seconds``."""
+    counting = Counting()
+    marks: dict[str, Any] = {}
+
+    def on_built(part: OpcuaPartition) -> None:
+        marks["built"] = time.monotonic()
+
+        def measure() -> None:
+            time.sleep(warmup)
+            with counting.lock:
+                marks["start"] = (time.monotonic(), counting.count, len(counting.latencies))
+            marks["cpu0"] = (time.process_time(), process_cpu_seconds(server_pid))
+            time.sleep(seconds - 0.5)
+            with counting.lock:
+                marks["end"] = (time.monotonic(), counting.count)
+            marks["cpu1"] = (time.process_time(), process_cpu_seconds(server_pid))
+
+        threading.Thread(target=measure, daemon=True).start()
+
+    full0, overruns0 = BUFFER_FULL.total(), POLL_OVERRUNS.total()
+    started = time.monotonic()
+    flow = Dataflow(f"bench_opcua_{name}")
+    readings = op.input("opcua", flow, TimedSource(config(port, mode), warmup + seconds, on_built))
+    op.output("count", readings, CountingSink(counting))
+    run_main(flow)
+    t0, n0, lat0 = marks["start"]
+    t1, n1 = marks["end"]
+    cpu_self = marks["cpu1"][0] - marks["cpu0"][0]
+    cpu_server = marks["cpu1"][1] - marks["cpu0"][1]
+    window = t1 - t0
+    latencies = counting.latencies[lat0:]
+    result = {
+        "mode": mode,
+        "items": ITEMS,
+        "open_s": round(marks["built"] - started, 2),
+        "all_items_seen_s": round(counting.all_seen_at - started, 2) if counting.all_seen_at else None,
+        "window_s": round(window, 1),
+        "values_per_s": round((n1 - n0) / window),
+        "client_cpu_pct": round(100 * cpu_self / window, 1),
+        "server_cpu_pct": round(100 * cpu_server / window, 1),
+        "latency_p50_ms": round(1000 * percentile(latencies, 0.5), 1),
+        "latency_p99_ms": round(1000 * percentile(latencies, 0.99), 1),
+        "buffer_full_events": BUFFER_FULL.total() - full0,
+        "poll_overruns": POLL_OVERRUNS.total() - overruns0,
+    }
+    print(f"{name}: {result}", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    seconds, warmup = (10.0, 5.0) if args.quick else (25.0, 8.0)
+    port = free_port()
+    started = time.monotonic()
+    server = subprocess.Popen(
+        [sys.executable, str(SERVER), "--port", str(port), "--bench-vars", str(ITEMS), "--period-ms", "1000"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        if not server.stdout.readline().startswith("READY"):
+            raise SystemExit("the OPC UA server did not start")
+        server_start_s = time.monotonic() - started
+        print(f"server with {ITEMS} variables ready in {server_start_s:.1f} s", flush=True)
+        phases = {
+            "subscription": run_phase("subscription", port, server.pid, "subscription", seconds, warmup),
+            "polling": run_phase("polling", port, server.pid, "polling", seconds, warmup),
+        }
+    finally:
+        server.kill()
+        server.wait()
+    report = {
+        "benchmark": "opcua",
+        "machine": {"cpus": os.cpu_count(), "load_average_1m": load_average()},
+        "server_start_s": round(server_start_s, 1),
+        "phases": phases,
+    }
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {REPORT}")
+
+
+if __name__ == "__main__":
+    main()
