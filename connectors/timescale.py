@@ -99,6 +99,37 @@ LOST = counter(
 )
 
 
+def _record_time(record: Any) -> datetime:
+    for name in ("ts", "window_start", "received_at"):
+        value = getattr(record, name, None)
+        if isinstance(value, datetime):
+            return value
+    return datetime.now(UTC)
+
+
+def _dead_letter(record: Any, table: str, reason: str) -> DeadLetter:
+    """The dead letter that keeps a record the database refused.
+
+    ``received_at`` is the record's own time, not now: the same refused
+    record then makes the same dead letter (same fingerprint), so a retry or
+    a replay does not store it twice.
+    """
+    try:
+        payload = to_json(record).decode()
+    except Exception:
+        payload = repr(record)
+    return DeadLetter(
+        received_at=_record_time(record),
+        # Records that carry a source keep it; others (rollups, alarms) have none.
+        source=getattr(record, "source", "simulator"),
+        reason=f"database refused {type(record).__name__} for {table}: {reason}",
+        payload=payload,
+        origin=f"timescale/{table}",
+        step="timescale",
+        tenant=getattr(record, "tenant", None),
+    )
+
+
 class TimescalePartition(StatelessSinkPartition[Output]):
     """One worker's writer: a connection, the retry loop and (worker 0) retention."""
 
@@ -193,11 +224,13 @@ class TimescalePartition(StatelessSinkPartition[Output]):
             spec = SPEC_BY_TYPE.get(record_type)
             if spec is None:
                 # A flow bug, not bad data; still never silent, never fatal.
-                dead = [
-                    self._dead_letter(r, "-", "no table stores this record type") for r in records
-                ]
-                groups.setdefault(DEAD_LETTERS, []).extend(dead)
                 REJECTED.inc(len(records), table="-")
+                log.error(
+                    "no table stores this record type; storing dead letters",
+                    extra={"step": self.step_id, "type": record_type.__name__},
+                )
+                dead = [_dead_letter(r, "-", "no table stores this record type") for r in records]
+                groups.setdefault(DEAD_LETTERS, []).extend(dead)
             else:
                 groups.setdefault(spec, []).extend(records)
         return groups
@@ -210,13 +243,12 @@ class TimescalePartition(StatelessSinkPartition[Output]):
         PENDING.set(total, worker=self.worker)
         while True:
             try:
-                written, rejected = self.writer.write_isolating(groups)
+                outcome = self._write_once(groups)
                 break
             except psycopg.Error as exc:
                 self.writer.reset()
                 attempt += 1
-                error = type(exc).__name__
-                RETRIES.inc(error=error)
+                RETRIES.inc(error=type(exc).__name__)
                 waited = time.monotonic() - started
                 give_up = self.config.give_up_after
                 extra = {
@@ -247,60 +279,68 @@ class TimescalePartition(StatelessSinkPartition[Output]):
                 "database writes resumed",
                 extra={"step": self.step_id, "worker": self.worker, "attempts": attempt + 1},
             )
-        for spec, records in groups.items():
-            ROWS_UNCHANGED.inc(len(records) - written.get(spec.table, 0), table=spec.table)
-        for table, n in written.items():
-            ROWS_WRITTEN.inc(n, table=table)
-        if rejected:
-            self._store_rejected(rejected)
+        self._account(groups, *outcome)
 
-    def _dead_letter(self, record: Any, table: str, reason: str) -> DeadLetter:
-        try:
-            payload = to_json(record).decode()
-        except Exception:
-            payload = repr(record)
-        return DeadLetter(
-            received_at=datetime.now(UTC),
-            # Records that carry a source keep it; others (rollups, alarms) have none.
-            source=getattr(record, "source", "simulator"),
-            reason=f"database refused {type(record).__name__} for {table}: {reason}",
-            payload=payload,
-            origin=f"timescale/{table}",
-            step="timescale",
-            tenant=getattr(record, "tenant", None),
-        )
+    def _write_once(
+        self, groups: dict[TableSpec, list[Any]]
+    ) -> tuple[dict[str, int], int, list[Rejected], list[Rejected]]:
+        """One attempt: the batch, then dead letters for what the database refused.
 
-    def _store_rejected(self, rejected: list[Rejected]) -> None:
-        dead = []
+        Returns (rows written per table, dead letters written for refused
+        records, refused records, records lost). Raises ``psycopg.Error`` on
+        a connection (or other non-data) problem: the caller retries all of
+        it, which idempotence makes safe.
+        """
+        written, rejected = self.writer.write_isolating(groups)
+        lost = [r for r in rejected if r.table == DEAD_LETTERS.table]
+        dead = [
+            _dead_letter(r.record, r.table, r.error)
+            for r in rejected
+            if r.table != DEAD_LETTERS.table
+        ]
+        stored = 0
+        if dead:
+            # Their payload is JSON (a NUL becomes \u0000), so the database takes them.
+            done, refused = self.writer.write_isolating({DEAD_LETTERS: dead})
+            stored = done.get(DEAD_LETTERS.table, 0)
+            lost += refused
+        return written, stored, rejected, lost
+
+    def _account(
+        self,
+        groups: dict[TableSpec, list[Any]],
+        written: dict[str, int],
+        stored: int,
+        rejected: list[Rejected],
+        lost: list[Rejected],
+    ) -> None:
+        """Metrics and logs of a written batch (once, however many attempts it took)."""
+        refused: dict[str, int] = {}
         for item in rejected:
+            refused[item.table] = refused.get(item.table, 0) + 1
             REJECTED.inc(table=item.table)
             log.error(
-                "database refused a record; storing it as a dead letter",
+                "database refused a record; stored as a dead letter",
                 extra={"step": self.step_id, "table": item.table, "error": item.error},
             )
-            if item.table == DEAD_LETTERS.table:
-                self._lose(item)  # a dead letter refused as a dead letter: nowhere left
-            else:
-                dead.append(self._dead_letter(item.record, item.table, item.error))
-        if dead:
-            # Dead letters carry JSON (NULs escaped), so the database takes them;
-            # connection errors here propagate like any write's.
-            written, refused = self.writer.write_isolating({DEAD_LETTERS: dead})
-            ROWS_WRITTEN.inc(written.get(DEAD_LETTERS.table, 0), table=DEAD_LETTERS.table)
-            for item in refused:
-                self._lose(item)
-
-    def _lose(self, item: Rejected) -> None:
-        LOST.inc(table=item.table)
-        log.error(
-            "record could not be stored, not even as a dead letter",
-            extra={
-                "step": self.step_id,
-                "table": item.table,
-                "error": item.error,
-                "record": repr(item.record),
-            },
-        )
+        for item in lost:
+            LOST.inc(table=item.table)
+            log.error(
+                "record could not be stored, not even as a dead letter",
+                extra={
+                    "step": self.step_id,
+                    "table": item.table,
+                    "error": item.error,
+                    "record": repr(item.record),
+                },
+            )
+        for spec, records in groups.items():
+            already = len(records) - written.get(spec.table, 0) - refused.get(spec.table, 0)
+            ROWS_UNCHANGED.inc(already, table=spec.table)
+        for table, n in written.items():
+            ROWS_WRITTEN.inc(n, table=table)
+        if stored:
+            ROWS_WRITTEN.inc(stored, table=DEAD_LETTERS.table)
 
     def _retention(self) -> None:
         now = time.monotonic()

@@ -77,14 +77,15 @@ def alarm_units_to_score(units: float) -> float:
 _NEW_COUNT = 20.0  # a regime born from an accepted change starts as if 20 values old
 
 # Alarm levels, in units of each deviation's learned mean absolute size.
-SPIKE_AT = 5.5  # at least; more for heavy-tailed series (see _alarm_level)
-SHIFT_AT = 5.5
+SPIKE_AT = 6.0  # at least; more for heavy-tailed series (see _alarm_level)
+SHIFT_AT = 6.0
 DRIFT_AT = 6.0
 STUCK_AT = 12.0  # nats: a run of repeats with about e^-12 chance of being noise
 FLAT_AT = 0.03  # short-term activity / learned noise
 # Learning rates (per value).
 FAST = 0.3
 TREND = 0.1
+SLOPE = 0.01
 SLOW = 0.03
 ANCHOR = 0.003
 SCALE = 0.01
@@ -209,11 +210,11 @@ class RegimeDetector:
         n = self._n + 1
         self._n = n
         if n == 1:
-            self._modes = [[x, 0.0, 0.0, 0.0, x, 0.0, 0.1, 1.0, 1.0, *_GAUSS_QUANTILES * 2]]
+            self._modes = [[x, 0.0, 0.0, 0.0, x, 0.0, 0.1, 1.0, 1.0, *_GAUSS_QUANTILES * 2, 0.0]]
             self._fast = self._prev = x
             return 0.0
         m = self._modes[self._cur]
-        level, spread, noise, dev1, anchor, dev2, prep, count, _, z99, z50, s99, s50 = m
+        level, spread, noise, dev1, anchor, dev2, prep, count, _, z99, z50, s99, s50, slope = m
         # Scales never reach zero: a perfectly constant regime still has a resolution.
         floor = 1e-9 * (abs(level) + 1.0)
         old_fast = self._fast
@@ -231,7 +232,7 @@ class RegimeDetector:
             transition = units > 0.0
             if switched:
                 m = self._modes[self._cur]
-                level, spread, noise, dev1, anchor, dev2, prep, count, _, z99, z50, s99, s50 = m
+                level, spread, noise, dev1, anchor, dev2, prep, count, _, z99, z50, s99, s50, slope = m
                 floor = 1e-9 * (abs(level) + 1.0)
                 fast = level + FAST * (x - level)  # as if the context had been in it
                 trend = 0.0
@@ -241,7 +242,9 @@ class RegimeDetector:
                 pending = 0.0
         # The short-term level follows the data, big residuals only partly (spikes).
         lim = 4.0 * noise + floor
-        if not switched:
+        if transition:
+            fast, trend = old_fast, self._trend  # wait for the next value
+        elif not switched:
             fast += FAST * (r if -lim < r < lim else (lim if r > 0.0 else -lim))
             trend += TREND * (fast - old_fast - trend)
         d1 = fast - level
@@ -302,7 +305,9 @@ class RegimeDetector:
                 count += 1.0
             inv = 1.0 / count
             dev = x - level
-            level += (inv if inv > SLOW else SLOW) * dev
+            old_level = level
+            level += slope + (inv if inv > SLOW else SLOW) * (dev - slope)
+            slope += SLOPE * (level - old_level - slope)
             a = inv if inv > SCALE else SCALE
             if dev < 0.0:
                 dev = -dev
@@ -325,7 +330,7 @@ class RegimeDetector:
             z50 = z50 * Q50_UP if z > z50 else z50 * Q50_DOWN
             s99 = s99 * Q_UP if s > s99 else s99 * Q99_DOWN
             s50 = s50 * Q50_UP if s > s50 else s50 * Q50_DOWN
-            m[:] = level, spread, noise, dev1, anchor, dev2, prep, count, n, z99, z50, s99, s50
+            m[:] = level, spread, noise, dev1, anchor, dev2, prep, count, n, z99, z50, s99, s50, slope
         else:
             m[8] = n
             self._streak += 1.0
@@ -401,7 +406,7 @@ class RegimeDetector:
                 return
         noise = max(0.8 * noise, floor)
         new = [level, max(spread, noise), noise, 0.5 * noise, level, 0.5 * noise, m[6],
-               _NEW_COUNT, float(n), *m[9:]]  # fmt: skip
+               _NEW_COUNT, float(n), *m[9:13], 0.0]  # fmt: skip
         if len(self._modes) < self._max_regimes:
             self._modes.append(new)
             self._cur = len(self._modes) - 1

@@ -124,7 +124,8 @@ kafka_launch() {
     # Without -Xmx the JVM would take a quarter of the machine's RAM.
     spawn_daemon "$KAFKA_PID" "$KAFKA_OUT" \
         java "-Xms$KAFKA_XMS" "-Xmx$STREAMFORGE_KAFKA_HEAP" -XX:+UseG1GC \
-        -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true "$(kafka_cds_opt)" "${logopts[@]}" \
+        -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+        "$(kafka_cds_opt)" -Xlog:cds=off -Xlog:cds+dynamic=off "${logopts[@]}" \
         -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_PROPS"
 }
 

@@ -25,7 +25,7 @@ from bytewax.testing import TestingSource, run_main
 
 from connectors.timescale import LOST, REJECTED, RETRIES, ROWS_UNCHANGED, TimescaleSink
 from connectors.timescale_edition import detect_edition, edition_info, hypertables
-from connectors.timescale_retention import apply_retention
+from connectors.timescale_retention import apply_retention, ensure_policies
 from flows.outputs import make_sink
 from schemas.migrate import Migration, MigrationError, load_migrations, migrate
 from schemas.models import (
@@ -396,6 +396,7 @@ def test_a_record_the_database_refuses_becomes_a_dead_letter(ts_url: str, tenant
     bad = ("telemetry", Reading("dev", "bad\x00name", T0, 1.0, tenant=tenant))
     rejected, lost = REJECTED.value(table="readings"), LOST.total()
     part.write_batch([*good[:50], bad, *good[50:]])
+    part.write_batch([bad])  # a replay: the same dead letter, not a second one
     assert count(ts_url, "readings", tenant) == 99
     with psycopg.connect(ts_url) as conn:
         rows = conn.execute(
@@ -405,7 +406,7 @@ def test_a_record_the_database_refuses_becomes_a_dead_letter(ts_url: str, tenant
     step, origin, reason, payload = rows[0]
     assert (step, origin) == ("timescale", "timescale/readings")
     assert "0x00" in reason and "bad\\u0000name" in payload
-    assert REJECTED.value(table="readings") == rejected + 1
+    assert REJECTED.value(table="readings") == rejected + 2
     assert LOST.total() == lost
 
 
@@ -499,3 +500,14 @@ def test_unreachable_database_retries_then_gives_up_when_told(tenant: str) -> No
     with pytest.raises(RuntimeError, match="give_up_after"):
         part.write_batch([("telemetry", Reading("d", "m", T0, 1.0, tenant=tenant))])
     assert RETRIES.total() - retries >= 3  # 0.05 + 0.1 + 0.2 + 0.4 s of backoff
+
+
+def test_full_edition_policies_fail_softly_on_the_apache_edition(fresh_schema: str) -> None:
+    # The native policies exist only in the Timescale-licensed edition; here
+    # each step fails, is reported, and leaves the connection usable.
+    migrate(fresh_schema)
+    with psycopg.connect(fresh_schema) as conn:
+        problems = ensure_policies(conn, {"readings": 30, "rollups": None}, compress_after_days=7)
+        assert conn.execute("SELECT count(*) FROM readings").fetchone() == (0,)
+    assert problems and all("license" in p for p in problems)
+    assert any(p.startswith("readings:") for p in problems)
