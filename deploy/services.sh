@@ -38,12 +38,13 @@ usage() {
     exit 2
 }
 
-# Accept the docker-compose names too.
-service_name() {
+# Set SERVICE from a name given on the command line; the docker-compose
+# names work too.
+resolve_service() {
     case "${1:-}" in
-        kafka) echo kafka ;;
-        timescale | timescaledb | postgres | db) echo timescale ;;
-        mosquitto | mqtt) echo mosquitto ;;
+        kafka) SERVICE=kafka ;;
+        timescale | timescaledb | postgres | db) SERVICE=timescale ;;
+        mosquitto | mqtt) SERVICE=mosquitto ;;
         *) die "unknown service '${1:-}' (expected one of: ${ALL_SERVICES[*]})" ;;
     esac
 }
@@ -126,7 +127,7 @@ cmd_reset() {
 }
 
 main() {
-    local cmd="${1:-}" name
+    local cmd="${1:-}"
     case "$cmd" in
         up) cmd_up ;;
         down) cmd_down ;;
@@ -134,15 +135,15 @@ main() {
         reset) cmd_reset ;;
         start | stop | restart)
             [[ $# -eq 2 ]] || usage
-            name=$(service_name "$2")
+            resolve_service "$2"
             if [[ "$cmd" == stop ]]; then
                 require_root
                 take_lock
             else
                 prepare_host
             fi
-            [[ "$cmd" == start ]] || stop_services "$name"
-            [[ "$cmd" == stop ]] || { start_services "$name"; svc status "$name"; }
+            [[ "$cmd" == start ]] || stop_services "$SERVICE"
+            [[ "$cmd" == stop ]] || { start_services "$SERVICE"; svc status "$SERVICE"; }
             ;;
         *) usage ;;
     esac

@@ -100,6 +100,7 @@ Q99_DOWN = 1.0 - 0.08 / 99.0
 Q50_UP = 1.03
 Q50_DOWN = 1.0 / 1.03
 SEPARATE = 8.0  # regimes are at least this many spreads apart (else they are one)
+TRUSTED = 100.0  # values a regime must have learned before the series may switch to it
 _GAUSS_QUANTILES = (3.23, 0.845)  # 99th percentile and median of |N(0,1)| / E|N(0,1)|
 _LEARN = 0.84  # units below this (score < 0.5) are normal and learned from
 
@@ -112,7 +113,7 @@ def _alarm_level(q99: float, q50: float, minimum: float) -> float:
     far out has about the same small chance in both), so heavy-tailed
     series alarm about as rarely as Gaussian ones.
     """
-    level = 0.446 * q99 * q99 / q50 if q50 > 0.0 else minimum
+    level = 0.446 * q99 * q99 / q50
     return level if level > minimum else minimum
 
 
@@ -228,7 +229,7 @@ class RegimeDetector:
         units = 0.0
         switched = transition = False
         if z > 3.0 and len(self._modes) > 1:
-            switched, units = self._switch(x, n)
+            switched, units = self._switch(x, n, pending == 0.0)
             transition = units > 0.0
             if switched:
                 m = self._modes[self._cur]
@@ -257,11 +258,14 @@ class RegimeDetector:
         if step < 0.0:
             step = -step
         act = self._act + ACTIVITY * (step - self._act)
-        u = z / _alarm_level(z99, z50, SPIKE_AT)
+        # _alarm_level, inlined (hot path).
+        alarm = 0.446 * z99 * z99 / z50
+        u = z / (alarm if alarm > SPIKE_AT else SPIKE_AT)
         if units == 0.0:  # not a transition value (those have their own units)
             units = u
         s = d1 / (dev1 + floor)
-        u = s / _alarm_level(s99, s50, SHIFT_AT)
+        alarm = 0.446 * s99 * s99 / s50
+        u = s / (alarm if alarm > SHIFT_AT else SHIFT_AT)
         if u > units:
             units = u
         u = d2 / ((dev2 + floor) * DRIFT_AT)
@@ -327,9 +331,10 @@ class RegimeDetector:
             dev2 += (inv if inv > WANDER else WANDER) * (d2 - dev2)
             prep += REPEAT * ((1.0 if run else 0.0) - prep)
             z99 = z99 * Q_UP if z > z99 else z99 * Q99_DOWN
-            z50 = z50 * Q50_UP if z > z50 else z50 * Q50_DOWN
+            # (medians stay above 0.05: they divide, and a constant series shrinks them)
+            z50 = z50 * Q50_UP if z > z50 else z50 * Q50_DOWN if z50 > 0.05 else z50
             s99 = s99 * Q_UP if s > s99 else s99 * Q99_DOWN
-            s50 = s50 * Q50_UP if s > s50 else s50 * Q50_DOWN
+            s50 = s50 * Q50_UP if s > s50 else s50 * Q50_DOWN if s50 > 0.05 else s50
             m[:] = level, spread, noise, dev1, anchor, dev2, prep, count, n, z99, z50, s99, s50, slope
         else:
             m[8] = n
@@ -346,20 +351,21 @@ class RegimeDetector:
                 self._accept_change(n, run)
         return score
 
-    def _switch(self, x: float, n: int) -> tuple[bool, float]:
+    def _switch(self, x: float, n: int, may_transit: bool) -> tuple[bool, float]:
         """Whether ``x`` moves the series to another known regime (then it does so).
 
         Also spots a transition: ``x`` between the current regime and
-        another one. Returns ``(switched, units)``; ``units`` is 0 unless
-        ``x`` is a transition value, whose units are held back (scored
-        ~0.3 now, and paid in full if the next value returns).
+        another one (only one value in a row can be a transition: with
+        ``may_transit`` false it cannot). Returns ``(switched, units)``;
+        ``units`` is 0 unless ``x`` is a transition value, whose units are
+        held back (scored ~0.3 now, and paid in full if the next value returns).
         """
         modes = self._modes
         cur = modes[self._cur]
         best, best_d = -1, 3.0
         between = False
         for j, mode in enumerate(modes):
-            if j == self._cur or mode[7] < 20.0 or n - mode[8] > 200_000:
+            if j == self._cur or mode[7] < TRUSTED or n - mode[8] > 200_000:
                 continue
             if abs(mode[0] - cur[0]) < SEPARATE * max(mode[1], cur[1]):
                 continue  # too close to tell apart: not a regime of its own
@@ -372,7 +378,7 @@ class RegimeDetector:
         if best >= 0:
             self._cur = best
             return True, 0.0
-        if between:
+        if between and may_transit:
             r = abs(x - self._fast) / (cur[2] + 1e-9 * (abs(cur[0]) + 1.0))
             self._pending = r / _alarm_level(cur[9], cur[10], SPIKE_AT) * self._sens
             return False, 0.7

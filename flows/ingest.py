@@ -40,7 +40,7 @@ from flows.sources import make_source
 from schemas.config import ConfigError, DecodeConfig, PipelineConfig, load_pipeline_config
 from schemas.models import RawMessage, Reading
 from schemas.settings import Settings
-from schemas.sinks import ALL_OUTPUT_KINDS
+from schemas.sinks import ALL_OUTPUT_KINDS, OutputKind
 
 log = get_logger("flows.ingest")
 
@@ -83,7 +83,7 @@ def _values(items: list[tuple[str, Output]]) -> list[Output]:
     return [value for _key, value in items]
 
 
-def _kind_filter(kinds: set[str]) -> Any:
+def _kind_filter(kinds: set[OutputKind]) -> Any:
     def keep(item: Output) -> bool:
         return item[0] in kinds
 
@@ -113,8 +113,8 @@ def build_flow(
 
     decoded = op.flat_map_batch("decode", raw, Decoder(config.decode))
     split = op.branch("split_decoded", decoded, _is_reading)
-    keyed: Stream[Keyed] = split.trues  # type: ignore[assignment]
-    dead: Stream[Output] = split.falses  # type: ignore[assignment]
+    keyed: Stream[Keyed] = split.trues
+    dead: Stream[Output] = split.falses
 
     processed = op.stateful_batch("series", keyed, series_logic_builder(config))
     outputs = op.merge("outputs", op.flat_map_batch("unkey", processed, _values), dead)

@@ -11,6 +11,16 @@ from schemas.sink_kafka import KafkaSinkConfig
 from schemas.sink_timescale import TimescaleSinkConfig
 
 
+_READABLE_KINDS: tuple[OutputKind, ...] = (
+    "telemetry",
+    "event",
+    "alarm",
+    "log",
+    "rollup",
+    "dead_letter",
+)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -20,9 +30,7 @@ class StdoutSinkConfig(_Strict):
 
     type: Literal["stdout"] = "stdout"
     format: Literal["text", "json"] = "text"
-    kinds: list[OutputKind] = Field(
-        default_factory=lambda: ["telemetry", "event", "alarm", "log", "rollup", "dead_letter"]
-    )
+    kinds: list[OutputKind] = Field(default_factory=lambda: list(_READABLE_KINDS))
 
 
 class NullSinkConfig(_Strict):

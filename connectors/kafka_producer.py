@@ -1,0 +1,318 @@
+"""The producer behind the Kafka sink: (kind, record) -> the kind's topic, failures loud.
+
+>>> from datetime import datetime, timezone
+>>> from schemas.models import Reading
+>>> from schemas.settings import Settings
+>>> from schemas.sink_kafka import KafkaSinkConfig
+>>> writer = KafkaRecordWriter(KafkaSinkConfig(), Settings().kafka_bootstrap_servers)  # doctest: +SKIP
+>>> r = Reading("press-1", "temperature", datetime(2026, 1, 1, tzinfo=timezone.utc), 71.5)
+>>> writer.write([("telemetry", r)])   # queued; sent within linger  # doctest: +SKIP
+>>> writer.flush()                     # returns once the broker has it (acks=all)  # doctest: +SKIP
+
+A message is the record's JSON (:func:`schemas.models.to_json`), keyed by
+``tenant/device`` (dead letters: ``tenant/origin``), with the headers
+``schema-version`` (:data:`schemas.models.SCHEMA_VERSION`) and ``kind``.
+The Kafka timestamp is the produce time, not the record's event time: a
+replay of last month's data must not fall outside the topic's retention the
+moment it is written.
+
+**Failures.** The producer is idempotent (``acks=all``,
+``enable.idempotence``): librdkafka retries a failed send by itself, in
+order and without duplicates, for up to ``delivery_timeout``. A message it
+could not deliver by then comes back as a delivery error; the writer counts
+it (``streamforge_kafka_delivery_errors_total``), logs it, and from then on
+:meth:`KafkaRecordWriter.write` and :meth:`KafkaRecordWriter.flush` raise
+:class:`KafkaDeliveryError` -- the error is sticky, so a sink that lost a
+record never carries on as if it had not. A record Kafka refuses outright
+(too large) is written to the dead-letter topic instead, with the reason.
+The producer's queue is bounded (``max_buffered``); when it is full,
+``write`` waits for deliveries (backpressure), counted in
+``streamforge_kafka_backpressure_waits_total``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from connectors.kafka_admin import admin_client, ensure_topics
+from flows.logs import get_logger
+from flows.metrics import counter, gauge
+from schemas.models import (
+    SCHEMA_VERSION,
+    Alarm,
+    AnomalyScore,
+    DeadLetter,
+    Event,
+    LogRecord,
+    Reading,
+    Rollup,
+    to_json,
+)
+from schemas.sink_kafka import KafkaSinkConfig
+
+log = get_logger("connectors.kafka_sink")
+
+PRODUCED = counter("streamforge_kafka_produced_total", "Records queued to Kafka, by topic")
+DELIVERY_ERRORS = counter(
+    "streamforge_kafka_delivery_errors_total",
+    "Records Kafka did not acknowledge within delivery_timeout, by topic and error",
+)
+REJECTED = counter(
+    "streamforge_kafka_rejected_total",
+    "Records Kafka refused (too large, not serialisable), sent as dead letters, by kind",
+)
+SKIPPED = counter(
+    "streamforge_kafka_skipped_total", "Records of a kind this sink is not configured for"
+)
+BACKPRESSURE = counter(
+    "streamforge_kafka_backpressure_waits_total", "Waits for room in a full producer queue"
+)
+UNDELIVERED = gauge(
+    "streamforge_kafka_undelivered_records", "Records queued but not yet acknowledged, by client"
+)
+
+KIND_BY_TYPE: dict[type, str] = {
+    Reading: "telemetry",
+    Event: "event",
+    Alarm: "alarm",
+    LogRecord: "log",
+    Rollup: "rollup",
+    AnomalyScore: "anomaly_score",
+    DeadLetter: "dead_letter",
+}
+"""The output kind of each record type (one type per kind)."""
+
+_MAX_DEAD_PAYLOAD = 64 * 1024
+
+
+class KafkaDeliveryError(RuntimeError):
+    """Kafka did not take records the sink handed to it; the flow must stop and replay."""
+
+
+def message_key(record: Any) -> bytes:
+    """``tenant/device``: all records of a device go to one partition, in order."""
+    if type(record) is DeadLetter:
+        return f"{record.tenant or 'default'}/{record.origin or record.source}".encode()
+    return f"{record.tenant}/{record.device}".encode()
+
+
+def producer_config(
+    config: KafkaSinkConfig, bootstrap_servers: str, client_id: str
+) -> dict[str, Any]:
+    """librdkafka settings of the sink's producer (``producer_config`` overrides)."""
+    settings: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "client.id": client_id,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": int(config.linger * 1000),
+        "compression.type": config.compression,
+        "message.timeout.ms": int(config.delivery_timeout * 1000),
+        "queue.buffering.max.messages": config.max_buffered,
+        # Successes need no callback (len(producer) says what is pending);
+        # a Python call per delivered message would cost ~1 µs each.
+        "delivery.report.only.error": True,
+    }
+    settings.update(config.producer_config)
+    return settings
+
+
+class KafkaRecordWriter:
+    """One idempotent producer writing ``(kind, record)`` pairs to the kinds' topics.
+
+    Thread-safe (librdkafka's producer is; the error list has a lock), so the
+    workers of one process can share it.
+    """
+
+    def __init__(
+        self, config: KafkaSinkConfig, bootstrap_servers: str, client_id: str = "streamforge-sink"
+    ) -> None:
+        self.config = config
+        self.client_id = client_id
+        self.topics = {kind: config.topic_for(kind) for kind in config.kinds}
+        self.headers = {
+            kind: [("schema-version", str(SCHEMA_VERSION).encode()), ("kind", kind.encode())]
+            for kind in self.topics
+        }
+        settings = producer_config(config, bootstrap_servers, client_id)
+        settings["on_delivery"] = self._on_delivery
+        settings["error_cb"] = self._on_error
+        self.producer = Producer(settings)
+        self._lock = threading.Lock()
+        self._failures: list[str] = []
+        self._failed = 0
+        self._last_error_log = 0.0
+
+    def ensure_topics(self, bootstrap_servers: str) -> dict[str, str]:
+        """Create the configured topics if missing; retries while the broker is unreachable."""
+        admin = admin_client(bootstrap_servers, self.config.producer_config)
+        delay, deadline = 0.5, time.monotonic() + self.config.delivery_timeout
+        while True:
+            try:
+                return ensure_topics(admin, self.config.topic_specs())
+            except KafkaException as exc:
+                error = exc.args[0]
+                retriable = error.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
+                if not retriable or time.monotonic() + delay > deadline:
+                    raise KafkaDeliveryError(
+                        f"cannot create the Kafka sink's topics on {bootstrap_servers}: {error}"
+                    ) from exc
+                log.warning(
+                    "kafka not reachable to create topics; retrying",
+                    extra={"step": "admin", "error": str(error), "retry_in_s": delay},
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def write(self, items: Iterable[tuple[str, Any]]) -> int:
+        """Queue records for their topics (returns how many); raises after a delivery error."""
+        self.check()
+        produce = self.producer.produce
+        topics, headers = self.topics, self.headers
+        counts: dict[str, int] = {}
+        for kind, record in items:
+            topic = topics.get(kind)
+            if topic is None:
+                self._not_configured(kind, record)
+                continue
+            try:
+                value = to_json(record)
+                key = message_key(record)
+            except Exception as exc:  # a flow bug; keep the record as a dead letter
+                self._reject(kind, record, f"cannot serialise: {exc}")
+                continue
+            try:
+                produce(topic, value, key, headers=headers[kind])
+            except BufferError:
+                self._produce(topic, value, key, headers[kind])
+            except KafkaException as exc:
+                self._reject(kind, record, str(exc.args[0]), value)
+                continue
+            counts[topic] = counts.get(topic, 0) + 1
+        self.producer.poll(0)  # serve delivery reports
+        for topic, n in counts.items():
+            PRODUCED.inc(n, topic=topic)
+        UNDELIVERED.set(len(self.producer), client=self.client_id)
+        return sum(counts.values())
+
+    def flush(self) -> None:
+        """Return once Kafka acknowledged every queued record; raise if any failed.
+
+        Waits as long as librdkafka keeps retrying (``delivery_timeout``),
+        logging every 10 s how many records are still pending.
+        """
+        started = time.monotonic()
+        next_log = started + 10.0
+        limit = self.config.delivery_timeout + 30.0
+        while True:
+            remaining = self.producer.flush(1.0)
+            self.check()
+            UNDELIVERED.set(remaining, client=self.client_id)
+            if remaining == 0:
+                return
+            waited = time.monotonic() - started
+            if waited >= limit:
+                raise KafkaDeliveryError(
+                    f"{remaining} record(s) still unacknowledged by Kafka after {waited:.0f}s"
+                )
+            if time.monotonic() >= next_log:
+                next_log += 10.0
+                log.warning(
+                    "waiting for Kafka to acknowledge records",
+                    extra={"step": "flush", "pending": remaining, "waited_s": round(waited, 1)},
+                )
+
+    def check(self) -> None:
+        """Raise :class:`KafkaDeliveryError` if any record failed delivery (sticky)."""
+        if self._failed:
+            with self._lock:
+                first = "; ".join(self._failures[:3])
+                raise KafkaDeliveryError(
+                    f"Kafka delivery failed for {self._failed} record(s): {first}. The flow "
+                    "stops so that recovery replays them from the last snapshot."
+                )
+
+    def close(self) -> None:
+        """Flush and release the producer (end of a finite flow)."""
+        try:
+            self.flush()
+        finally:
+            self.producer.close()
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        # Called from poll()/flush() for failed messages only.
+        if err is None:
+            return
+        topic = msg.topic() or "?"
+        DELIVERY_ERRORS.inc(topic=topic, error=err.name())
+        with self._lock:
+            self._failed += 1
+            if len(self._failures) < 10:
+                self._failures.append(f"topic {topic}: {err.str()}")
+        self._log_error("kafka delivery failed", err, topic=topic)
+
+    def _on_error(self, err: KafkaError) -> None:
+        # Client-level errors: brokers down, authentication. librdkafka keeps
+        # retrying; only a fatal error (idempotence state lost) ends the producer.
+        if err.fatal():
+            with self._lock:
+                self._failed += 1
+                self._failures.append(f"fatal producer error: {err.str()}")
+        self._log_error("kafka producer error", err)
+
+    def _log_error(self, message: str, err: KafkaError, **extra: str) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log >= 5.0 or err.fatal():  # at most one line per 5 s
+            self._last_error_log = now
+            log.error(message, extra={"step": "produce", "error": err.str(), **extra})
+
+    def _produce(self, topic: str, value: bytes, key: bytes, headers: Any) -> None:
+        """Produce, waiting for deliveries while the bounded queue is full."""
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:
+                BACKPRESSURE.inc()
+                self.producer.poll(0.05)
+                self.check()
+
+    def _not_configured(self, kind: str, record: Any) -> None:
+        if kind in KIND_BY_TYPE.values():
+            SKIPPED.inc(kind=kind)  # another sink's kind: nothing to do here
+            return
+        self._reject(kind, record, f"no topic for output kind {kind!r}")
+
+    def _reject(self, kind: str, record: Any, reason: str, value: bytes | None = None) -> None:
+        """Send a record Kafka cannot take to the dead-letter topic, or fail loudly."""
+        REJECTED.inc(kind=kind)
+        log.error(
+            "record refused; sending it as a dead letter",
+            extra={"step": "produce", "kind": kind, "reason": reason},
+        )
+        topic = self.topics.get("dead_letter")
+        if topic is None or type(record) is DeadLetter:
+            with self._lock:
+                self._failed += 1
+                self._failures.append(f"{kind} record refused and no dead-letter topic: {reason}")
+            return
+        try:
+            payload = (value if value is not None else to_json(record)).decode()
+        except Exception:
+            payload = repr(record)
+        dead = DeadLetter(
+            received_at=datetime.now(UTC),
+            source=getattr(record, "source", "simulator"),
+            reason=f"kafka refused {type(record).__name__} ({len(payload)} chars): {reason}",
+            payload=payload[:_MAX_DEAD_PAYLOAD],
+            origin=f"kafka-sink/{kind}",
+            step="kafka",
+            tenant=getattr(record, "tenant", None),
+        )
+        self._produce(topic, to_json(dead), message_key(dead), self.headers["dead_letter"])

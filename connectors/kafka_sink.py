@@ -1,0 +1,208 @@
+"""Kafka sink: every output kind to its own topic, keyed by device, flushed at snapshots.
+
+>>> import bytewax.operators as op
+>>> from bytewax.dataflow import Dataflow
+>>> from bytewax.testing import TestingSource, run_main
+>>> from datetime import datetime, timezone
+>>> from schemas.models import Reading
+>>> from schemas.settings import Settings
+>>> from schemas.sink_kafka import KafkaSinkConfig
+>>> r = Reading("press-1", "temperature", datetime(2026, 1, 1, tzinfo=timezone.utc), 71.5)
+>>> flow = Dataflow("to_kafka")
+>>> outputs = op.input("in", flow, TestingSource([("telemetry", r)]))
+>>> op.output("kafka", outputs, KafkaOutputSink(KafkaSinkConfig(), Settings()))
+>>> run_main(flow)  # doctest: +SKIP
+>>> # kcat -b 127.0.0.1:9092 -C -t streamforge.telemetry -e -f '%k %h %s\\n'
+>>> # default/press-1 schema-version=1,kind=telemetry {"device":"press-1",...}
+
+Topics (``topic_prefix`` + name, defaults): ``streamforge.telemetry``,
+``.events``, ``.alarms``, ``.logs``, ``.rollups``, ``.anomaly_scores``,
+``.dead_letters``; each can be renamed and given its own partitions and
+retention (:class:`schemas.sink_kafka.KafkaSinkConfig`). Missing topics are
+created when the sink starts (:mod:`connectors.kafka_admin`). Message
+format, keys and failure handling: :mod:`connectors.kafka_producer`.
+
+**Guarantee: a snapshot is never taken over unsent records.**
+:class:`KafkaOutputSink` is a ``FixedPartitionedSink`` whose partitions are
+the output kinds. Bytewax calls a partition's ``snapshot()`` at the end of
+every epoch in which it was written, before the epoch's snapshot is
+committed; ``snapshot()`` flushes the producer, i.e. returns only once
+Kafka acknowledged (``acks=all``) every record handed over so far, and
+raises :class:`~connectors.kafka_producer.KafkaDeliveryError` if any was
+not delivered within ``delivery_timeout``. Between snapshots the producer
+batches freely (``linger``). So after a crash, everything after the last
+committed snapshot is replayed: **at-least-once**, duplicates possible
+after a crash (consumers de-duplicate by the record's natural key:
+``(id, seq)`` for alarms, ``(tenant, device, metric, ts)`` for readings).
+A delivery error is never skipped: it fails the next ``write_batch`` or
+``snapshot``, the dataflow stops, and a restart with recovery resends.
+Outages shorter than ``delivery_timeout`` are ridden out by librdkafka's
+own retries (idempotent, order kept) with nothing to do here; meanwhile the
+bounded producer queue fills and ``write_batch`` waits (backpressure).
+
+**Why snapshot flushes and not per batch.** Measured in
+``tests/bench/bench_kafka.py`` (``tests/bench/reports/kafka.json``) against
+:class:`KafkaBatchFlushSink`, a ``DynamicSink`` that flushes at the end of
+every ``write_batch`` (what ``bytewax.connectors.kafka.KafkaSink`` does):
+flushing every batch costs a broker round trip per batch and drops
+throughput the smaller the batches are, while snapshot flushes keep
+librdkafka's batching. The price of a fixed partitioned sink: items are
+routed by their key, here the kind, so with several workers all records of
+one kind are written by one worker (records of other workers' kinds cross
+to it). With one worker per process, as StreamForge runs, the routing is
+free; with many processes, prefer :class:`KafkaBatchFlushSink`
+(:func:`make_kafka_sink` with ``flush: batch`` in the config).
+
+The per-device order holds because a series is processed on one worker
+and the key ``tenant/device`` picks the Kafka partition.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from zlib import adler32
+
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
+
+from connectors.kafka_producer import KIND_BY_TYPE, KafkaDeliveryError, KafkaRecordWriter
+from flows.logs import get_logger
+from schemas.kinds import ALL_OUTPUT_KINDS
+from schemas.settings import Settings
+from schemas.sink_kafka import KafkaSinkConfig
+
+__all__ = [
+    "KafkaBatchFlushSink",
+    "KafkaDeliveryError",
+    "KafkaOutputSink",
+    "make_kafka_sink",
+]
+
+log = get_logger("connectors.kafka_sink")
+
+Output = tuple[str, Any]
+
+_PARTS = sorted(ALL_OUTPUT_KINDS)
+
+
+class _SharedWriter:
+    """One producer per sink object per process, created (and topics ensured) on first use."""
+
+    def __init__(self, config: KafkaSinkConfig, settings: Settings) -> None:
+        self.config = config
+        self.bootstrap = config.bootstrap_servers or settings.kafka_bootstrap_servers
+        self._writer: KafkaRecordWriter | None = None
+        self._lock = threading.Lock()
+
+    def get(self, step_id: str) -> KafkaRecordWriter:
+        with self._lock:
+            if self._writer is None:
+                writer = KafkaRecordWriter(self.config, self.bootstrap, f"streamforge-{step_id}")
+                if self.config.create_topics:
+                    done = writer.ensure_topics(self.bootstrap)
+                    log.info(
+                        "kafka sink ready",
+                        extra={"step": step_id, "bootstrap": self.bootstrap, "topics": done},
+                    )
+                self._writer = writer
+            return self._writer
+
+
+def _unknown(record: Any) -> str:
+    return f"<{type(record).__name__}>"  # not a kind: the writer dead-letters the record
+
+
+class KafkaKindPartition(StatefulSinkPartition[Any, None]):
+    """The records of one output kind; ``snapshot()`` flushes the (shared) producer.
+
+    The resume state is ``None``: nothing about Kafka needs remembering, the
+    replay after a crash comes from the inputs' snapshots.
+    """
+
+    def __init__(self, writer: KafkaRecordWriter, kind: str) -> None:
+        self.writer = writer
+        self.kind = kind
+
+    def write_batch(self, values: list[Any]) -> None:
+        """Queue a batch of records (the kind is taken from each record's type)."""
+        kinds = KIND_BY_TYPE
+        self.writer.write([(kinds.get(type(r)) or _unknown(r), r) for r in values])
+
+    def snapshot(self) -> None:
+        """Flush: returns once Kafka has every record so far, raises if any failed."""
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Flush at the end of a finite flow."""
+        self.writer.flush()
+
+
+class KafkaOutputSink(FixedPartitionedSink[Any, None]):
+    """Writes ``(kind, record)`` outputs to one Kafka topic per kind, flushing at snapshots.
+
+    ``settings`` gives the brokers unless ``config.bootstrap_servers`` is set.
+    """
+
+    def __init__(self, config: KafkaSinkConfig, settings: Settings | None = None) -> None:
+        self.config = config
+        self._shared = _SharedWriter(config, settings or Settings())
+
+    def list_parts(self) -> list[str]:
+        """Every output kind is a partition (every worker can write to Kafka)."""
+        return list(_PARTS)
+
+    def part_fn(self, item_key: str) -> int:
+        """The kind's own partition (Bytewax indexes the sorted list of partitions)."""
+        try:
+            return _PARTS.index(item_key)
+        except ValueError:  # not an output kind: the writer dead-letters it
+            return adler32(item_key.encode())
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: None
+    ) -> KafkaKindPartition:
+        """The partition of one kind, sharing this process's producer."""
+        return KafkaKindPartition(self._shared.get(step_id), for_part)
+
+
+class _FlushingPartition(StatelessSinkPartition[Output]):
+    def __init__(self, writer: KafkaRecordWriter) -> None:
+        self.writer = writer
+
+    def write_batch(self, items: list[Output]) -> None:
+        self.writer.write(items)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.flush()
+
+
+class KafkaBatchFlushSink(DynamicSink[Output]):
+    """Like :class:`KafkaOutputSink` but a ``DynamicSink`` that flushes every batch.
+
+    Every worker writes its own outputs (no routing between workers), and
+    ``write_batch`` returns only once Kafka acknowledged the batch, so the
+    snapshot guarantee holds as well; each batch costs a broker round trip.
+    """
+
+    def __init__(self, config: KafkaSinkConfig, settings: Settings | None = None) -> None:
+        self.config = config
+        self._shared = _SharedWriter(config, settings or Settings())
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _FlushingPartition:
+        """One partition per worker, sharing this process's producer."""
+        return _FlushingPartition(self._shared.get(step_id))
+
+
+def make_kafka_sink(
+    config: KafkaSinkConfig, settings: Settings | None = None
+) -> KafkaOutputSink | KafkaBatchFlushSink:
+    """The sink ``config.flush`` asks for: ``snapshot`` (default) or ``batch``."""
+    if config.flush == "batch":
+        return KafkaBatchFlushSink(config, settings)
+    return KafkaOutputSink(config, settings)
