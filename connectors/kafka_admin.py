@@ -46,7 +46,9 @@ class TopicInfo:
     retention_ms: int | None
 
 
-def admin_client(bootstrap_servers: str, extra: dict[str, str | int | float | bool] | None = None) -> AdminClient:
+def admin_client(
+    bootstrap_servers: str, extra: dict[str, str | int | float | bool] | None = None
+) -> AdminClient:
     """An admin client for these brokers (extra: librdkafka settings such as security)."""
     config: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap_servers}
     config.update(extra or {})
@@ -57,8 +59,10 @@ def describe_topic(admin: AdminClient, name: str, timeout: float = 10.0) -> Topi
     """Partitions and retention of a topic, None when it does not exist."""
     metadata = admin.list_topics(topic=name, timeout=timeout)
     topic = metadata.topics.get(name)
-    if topic is None or topic.error is not None:
-        if topic is not None and topic.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+    if topic is None:
+        return None
+    if topic.error is not None:
+        if topic.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
             raise KafkaException(topic.error)
         return None
     resource = ConfigResource(ConfigResource.Type.TOPIC, name)

@@ -4,7 +4,8 @@
 >>> from schemas.models import Reading
 >>> from schemas.settings import Settings
 >>> from schemas.sink_kafka import KafkaSinkConfig
->>> writer = KafkaRecordWriter(KafkaSinkConfig(), Settings().kafka_bootstrap_servers)  # doctest: +SKIP
+>>> servers = Settings().kafka_bootstrap_servers
+>>> writer = KafkaRecordWriter(KafkaSinkConfig(), servers)  # doctest: +SKIP
 >>> r = Reading("press-1", "temperature", datetime(2026, 1, 1, tzinfo=timezone.utc), 71.5)
 >>> writer.write([("telemetry", r)])   # queued; sent within linger  # doctest: +SKIP
 >>> writer.flush()                     # returns once the broker has it (acks=all)  # doctest: +SKIP
@@ -135,8 +136,8 @@ class KafkaRecordWriter:
     ) -> None:
         self.config = config
         self.client_id = client_id
-        self.topics = {kind: config.topic_for(kind) for kind in config.kinds}
-        self.headers = {
+        self.topics: dict[str, str] = {kind: config.topic_for(kind) for kind in config.kinds}
+        self.headers: dict[str, list[tuple[str, str | bytes | None]]] = {
             kind: [("schema-version", str(SCHEMA_VERSION).encode()), ("kind", kind.encode())]
             for kind in self.topics
         }

@@ -87,7 +87,7 @@ log = get_logger("connectors.kafka_sink")
 
 Output = tuple[str, Any]
 
-_PARTS = sorted(ALL_OUTPUT_KINDS)
+_PARTS: list[str] = sorted(ALL_OUTPUT_KINDS)
 
 
 class _SharedWriter:
@@ -163,9 +163,7 @@ class KafkaOutputSink(FixedPartitionedSink[Any, None]):
         except ValueError:  # not an output kind: the writer dead-letters it
             return adler32(item_key.encode())
 
-    def build_part(
-        self, step_id: str, for_part: str, resume_state: None
-    ) -> KafkaKindPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> KafkaKindPartition:
         """The partition of one kind, sharing this process's producer."""
         return KafkaKindPartition(self._shared.get(step_id), for_part)
 

@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
-started=0
-if ! bash deploy/services.sh status --quiet >/dev/null 2>&1; then
-    started=1
+# Services already running (a developer's `make up`) are left running.
+started=1
+if [ "$(bash deploy/services.sh status 2>/dev/null | grep -c ' running ' || true)" = 3 ]; then
+    started=0
 fi
 stop_started() {
     if [ "$started" = 1 ]; then

@@ -105,6 +105,11 @@ _GAUSS_QUANTILES = (3.23, 0.845)  # 99th percentile and median of |N(0,1)| / E|N
 _LEARN = 0.84  # units below this (score < 0.5) are normal and learned from
 
 
+def _width(mode: list[float]) -> float:
+    """How far a regime's values normally are from its anchor: spread plus wander."""
+    return mode[1] + mode[5] + 1e-9 * (abs(mode[4]) + 1.0)
+
+
 def _alarm_level(q99: float, q50: float, minimum: float) -> float:
     """Alarm level of a deviation from its running 99th percentile and median.
 
@@ -229,7 +234,7 @@ class RegimeDetector:
         units = 0.0
         switched = transition = False
         if z > 3.0 and len(self._modes) > 1:
-            switched, units = self._switch(x, n, pending == 0.0)
+            switched, units = self._switch(x, n, pending == 0.0 and self._streak == 0.0)
             transition = units > 0.0
             if switched:
                 m = self._modes[self._cur]
@@ -367,12 +372,13 @@ class RegimeDetector:
         for j, mode in enumerate(modes):
             if j == self._cur or mode[7] < TRUSTED or n - mode[8] > 200_000:
                 continue
-            if abs(mode[0] - cur[0]) < SEPARATE * max(mode[1], cur[1]):
+            if abs(mode[4] - cur[4]) < SEPARATE * max(_width(mode), _width(cur)):
                 continue  # too close to tell apart: not a regime of its own
-            d = abs(x - mode[0]) / (mode[1] + 1e-9 * (abs(mode[0]) + 1.0))
+            # A regime spans its anchor +- its width (its level may be stale).
+            d = abs(x - mode[4]) / _width(mode)
             if d < best_d:
                 best, best_d = j, d
-            lo, hi = (cur[0], mode[0]) if cur[0] < mode[0] else (mode[0], cur[0])
+            lo, hi = (cur[4], mode[4]) if cur[4] < mode[4] else (mode[4], cur[4])
             if lo < x < hi:
                 between = True
         if best >= 0:
@@ -401,7 +407,7 @@ class RegimeDetector:
         self._fast = level
         self._trend = 0.0
         for j, other in enumerate(self._modes):
-            if abs(level - other[0]) <= SEPARATE * other[1]:
+            if abs(level - other[4]) <= max(SEPARATE * other[1], 3.0 * _width(other)):
                 # Within a known regime (the current one or another): re-baseline it,
                 # taking at least the variability the new data shows.
                 other[0] = other[4] = level

@@ -9,6 +9,7 @@ A pipeline config's sink entry, with every option at its default::
         topic_prefix: streamforge.  # topic = prefix + telemetry|events|alarms|logs|
                                     #   rollups|anomaly_scores|dead_letters
         topics: {}                  # per kind: {name, partitions, retention}
+        flush: snapshot             # snapshot: flush at Bytewax snapshots; batch: every batch
         create_topics: true         # create missing topics at start
         partitions: 3               # of topics the sink creates
         replication_factor: 1
@@ -64,7 +65,7 @@ def retention_ms(value: str | float | int) -> int:
     """Kafka's ``retention.ms`` of a duration (``"7d"``, ``"12h"``), -1 for ``"forever"``."""
     if isinstance(value, str) and value.strip().lower() == "forever":
         return -1
-    ms = int(round(_seconds(value) * 1000))
+    ms = round(_seconds(value) * 1000)
     if ms <= 0:
         raise ValueError(f"retention {value!r} must be positive (or 'forever')")
     return ms
@@ -121,6 +122,7 @@ class KafkaSinkConfig(BaseModel):
     topic_prefix: str = "streamforge."
     bootstrap_servers: str | None = None
     topics: dict[OutputKind, KafkaTopicConfig] = Field(default_factory=dict)
+    flush: Literal["snapshot", "batch"] = "snapshot"
     create_topics: bool = True
     partitions: int = Field(3, ge=1, le=10_000)
     replication_factor: int = Field(1, ge=1, le=32)

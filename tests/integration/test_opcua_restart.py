@@ -9,7 +9,7 @@ port, or frozen; data must resume by itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -24,14 +24,14 @@ NODES = [
 ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server() -> Iterator[OpcuaTestServer]:
     srv = OpcuaTestServer("--period-ms", "50").start()
     yield srv
     srv.kill()
 
 
-def _restarted(before: int) -> object:
+def _restarted(before: int) -> Callable[[list[Reading]], bool]:
     """``done`` predicate: counter values from the new server (its ticks restart at 1) and more after."""
 
     def done(readings: list[Reading]) -> bool:
@@ -41,25 +41,30 @@ def _restarted(before: int) -> object:
     return done
 
 
-@pytest.mark.parametrize("mode", ["subscription", "polling"])
-def test_data_resumes_after_server_is_killed_and_restarted(server: OpcuaTestServer, mode: str) -> None:
-    name = f"restart-{mode}"
-    reconnects = RECONNECTS.value(endpoint=name)
-    part = open_partition(source_config(server.url, NODES, name=name, mode=mode))
+def test_data_resumes_after_server_is_killed_and_restarted(server: OpcuaTestServer) -> None:
+    # Both reading modes at once against the same server: one crash, two recoveries to check.
+    modes = ("subscription", "polling")
+    reconnects = {m: RECONNECTS.value(endpoint=f"restart-{m}") for m in modes}
+    parts = {m: open_partition(source_config(server.url, NODES, name=f"restart-{m}", mode=m)) for m in modes}
     try:
-        first = collect(part, lambda rs: len(of_metric(rs, "counter")) >= 40, what="data before the crash")
-        last_before = int(of_metric(first, "counter")[-1].value)
+        last_before = {}
+        for mode, part in parts.items():
+            first = collect(part, lambda rs: len(of_metric(rs, "counter")) >= 20, what=f"{mode} data")
+            last_before[mode] = int(of_metric(first, "counter")[-1].value)
 
         server.kill()
         server.start()  # same port, fresh process: no sessions, no subscriptions
 
-        after = collect(part, _restarted(last_before), timeout=60, what="data from the restarted server")
+        after = {m: collect(part, _restarted(last_before[m]), timeout=60, what=f"{m} data after restart")
+                 for m, part in parts.items()}
     finally:
-        part.close()
-    fresh = [int(r.value) for r in of_metric(after, "counter") if int(r.value) < last_before]
-    assert fresh == sorted(fresh)  # a live, advancing stream, not one stale value
-    assert RECONNECTS.value(endpoint=name) - reconnects == 1
-    assert CONNECTED.value(endpoint=name) == 0  # closed by part.close()
+        for part in parts.values():
+            part.close()
+    for mode in modes:
+        fresh = [int(r.value) for r in of_metric(after[mode], "counter") if int(r.value) < last_before[mode]]
+        assert fresh == sorted(fresh), mode  # a live, advancing stream, not one stale value
+        assert RECONNECTS.value(endpoint=f"restart-{mode}") - reconnects[mode] == 1, mode
+        assert CONNECTED.value(endpoint=f"restart-{mode}") == 0  # closed by part.close()
 
 
 def test_hung_server_is_detected_and_the_session_rebuilt(server: OpcuaTestServer) -> None:
