@@ -17,8 +17,8 @@ import paho.mqtt.client as mqtt
 import psycopg
 from confluent_kafka import Producer
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from connectors.timescale_edition import detect_edition
 
