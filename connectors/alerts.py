@@ -131,10 +131,15 @@ def _consumer(args: argparse.Namespace) -> Consumer:
         }
     )
 
+    rewound: set[int] = set()
+
     def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
+        # Rewind each partition once: a later rebalance must not replay everything.
         if args.from_beginning:
             for tp in partitions:
-                tp.offset = OFFSET_BEGINNING
+                if tp.partition not in rewound:
+                    rewound.add(tp.partition)
+                    tp.offset = OFFSET_BEGINNING
         c.assign(partitions)
 
     consumer.subscribe([args.topic], on_assign=on_assign)

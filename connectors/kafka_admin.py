@@ -57,7 +57,9 @@ def admin_client(
 
 def describe_topic(admin: AdminClient, name: str, timeout: float = 10.0) -> TopicInfo | None:
     """Partitions and retention of a topic, None when it does not exist."""
-    metadata = admin.list_topics(topic=name, timeout=timeout)
+    # All topics, not list_topics(topic=name): asking for one topic by name
+    # creates it on a broker with auto.create.topics.enable.
+    metadata = admin.list_topics(timeout=timeout)
     topic = metadata.topics.get(name)
     if topic is None:
         return None
@@ -75,9 +77,16 @@ def describe_topic(admin: AdminClient, name: str, timeout: float = 10.0) -> Topi
 
 
 def ensure_topics(
-    admin: AdminClient, specs: Iterable[TopicSpec], timeout: float = 30.0
+    admin: AdminClient,
+    specs: Iterable[TopicSpec],
+    timeout: float = 30.0,
+    *,
+    align_existing: bool = True,
 ) -> dict[str, str]:
     """Create missing topics, align retention of existing ones; topic -> what was done.
+
+    With ``align_existing=False`` existing topics are not even inspected
+    (a source must not change the retention of a topic others write).
 
     The result says ``created``, ``exists``, ``retention updated`` or
     ``exists (N partitions < M configured)`` per topic. Raises
@@ -117,7 +126,7 @@ def ensure_topics(
     for spec in specs:
         if spec.name in result:
             continue
-        result[spec.name] = _align_existing(admin, spec, timeout)
+        result[spec.name] = _align_existing(admin, spec, timeout) if align_existing else "exists"
     return result
 
 

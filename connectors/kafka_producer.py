@@ -58,6 +58,8 @@ from schemas.models import (
 from schemas.sink_kafka import KafkaSinkConfig
 
 log = get_logger("connectors.kafka_sink")
+LIBRDKAFKA_LOG = get_logger("connectors.librdkafka")
+"""librdkafka's own log lines, as JSON logs like the rest (instead of raw stderr)."""
 
 PRODUCED = counter("streamforge_kafka_produced_total", "Records queued to Kafka, by topic")
 DELIVERY_ERRORS = counter(
@@ -144,6 +146,7 @@ class KafkaRecordWriter:
         settings = producer_config(config, bootstrap_servers, client_id)
         settings["on_delivery"] = self._on_delivery
         settings["error_cb"] = self._on_error
+        settings["logger"] = LIBRDKAFKA_LOG
         self.producer = Producer(settings)
         self._lock = threading.Lock()
         self._failures: list[str] = []

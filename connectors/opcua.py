@@ -1,4 +1,4 @@
-"""OPC UA input: subscriptions (or polling) on OPC UA servers, as Readings, surviving server restarts.
+"""OPC UA input: subscriptions (or polling) as Readings, surviving server restarts.
 
 >>> from bytewax.dataflow import Dataflow
 >>> import bytewax.operators as op
@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -51,8 +52,10 @@ from datetime import UTC, datetime, timedelta
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.opcua_client import OpcuaOpenError
+from connectors.opcua_connection import describe
 from connectors.opcua_handoff import HandoffBuffer
-from connectors.opcua_session import EndpointSession, describe
+from connectors.opcua_nodes import NodePlan
+from connectors.opcua_session import EndpointSession
 from flows.logs import get_logger
 from schemas.models import Reading
 from schemas.sources.opcua import OpcuaEndpointConfig, OpcuaSourceConfig
@@ -73,7 +76,9 @@ class _LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
-        self.thread = threading.Thread(target=self._main, name=f"opcua-{session.cfg.name}", daemon=True)
+        self.thread = threading.Thread(
+            target=self._main, name=f"opcua-{session.cfg.name}", daemon=True
+        )
 
     def start(self) -> None:
         self.thread.start()
@@ -92,17 +97,17 @@ class _LoopThread:
                 return  # stopped, or a configuration error at open (the partition raises it)
             except Exception:
                 # A bug, not an outage: keep the endpoint alive rather than go silent.
-                _log.exception("OPC UA session crashed; restarting it",
-                               extra={"device": self.session.cfg.name, "step": "session"})
+                _log.exception(
+                    "OPC UA session crashed; restarting it",
+                    extra={"device": self.session.cfg.name, "step": "session"},
+                )
                 await asyncio.sleep(self.session.cfg.reconnect_max_s)
 
     def stop(self, timeout: float) -> None:
         """Ask the session to disconnect and wait up to ``timeout`` s for the thread to end."""
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(self._stop.set)
-            except RuntimeError:
-                pass  # loop already closed
         self.thread.join(timeout)
 
 
@@ -118,15 +123,20 @@ class OpcuaPartition(StatefulSourcePartition[Reading, None]):
         self._idle = False
         extra = {"device": cfg.name, "step": "open", "url": cfg.url}
         if not self.session.opened.wait(cfg.open_timeout_s):
-            _log.warning("OPC UA endpoint did not answer within open_timeout_s; still trying", extra=extra)
+            _log.warning(
+                "OPC UA endpoint did not answer within open_timeout_s; still trying", extra=extra
+            )
         elif self.session.open_fatal:
             self._thread.stop(cfg.request_timeout_s)
             error = self.session.open_error
             assert error is not None
             raise error
         elif self.session.open_error is not None:
-            _log.warning("OPC UA endpoint not reachable yet (%s); reconnecting in the background",
-                         describe(self.session.open_error), extra=extra)
+            _log.warning(
+                "OPC UA endpoint not reachable yet (%s); reconnecting in the background",
+                describe(self.session.open_error),
+                extra=extra,
+            )
 
     def next_batch(self) -> list[Reading]:
         """The readings received since the last call (never blocks)."""
@@ -157,7 +167,7 @@ class OpcuaSource(FixedPartitionedSource[Reading, None]):
     def __init__(self, config: OpcuaSourceConfig) -> None:
         self.config = config
         for endpoint in config.endpoints:
-            EndpointSession(endpoint, config.tenant, HandoffBuffer(1, endpoint.name))  # validates
+            NodePlan(endpoint, config.tenant)  # parses every address: ValueError on a typo
 
     def list_parts(self) -> list[str]:
         """Every endpoint name (Bytewax assigns each to one worker)."""
@@ -178,12 +188,20 @@ async def _browse_main(args: argparse.Namespace) -> int:
     from connectors.opcua_browse import browse_variables, format_table, format_yaml
     from connectors.opcua_client import connect, make_client
 
-    cfg = OpcuaEndpointConfig.model_validate({
-        "name": "browse", "url": args.url, "nodes": [{"node_id": "i=85", "device": "-", "metric": "-"}],
-        "security_policy": args.security_policy, "security_mode": args.security_mode,
-        "certificate": args.cert, "private_key": args.key, "username": args.user,
-        "password": args.password, "request_timeout_s": args.timeout,
-    })
+    cfg = OpcuaEndpointConfig.model_validate(
+        {
+            "name": "browse",
+            "url": args.url,
+            "nodes": [{"node_id": "i=85", "device": "-", "metric": "-"}],
+            "security_policy": args.security_policy,
+            "security_mode": args.security_mode,
+            "certificate": args.cert,
+            "private_key": args.key,
+            "username": args.user,
+            "password": args.password,
+            "request_timeout_s": args.timeout,
+        }
+    )
     client = await make_client(cfg)
     await connect(client, cfg)
     try:
@@ -197,7 +215,9 @@ async def _browse_main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``browse`` and ``gen-cert`` commands (``python -m connectors.opcua --help``)."""
-    parser = argparse.ArgumentParser(prog="python -m connectors.opcua", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m connectors.opcua", description=__doc__.splitlines()[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     browse = commands.add_parser("browse", help="list variables: NodeId, browse path, data type")
     browse.add_argument("url", help="opc.tcp://host:port[/path]")
@@ -206,25 +226,39 @@ def main(argv: list[str] | None = None) -> int:
     browse.add_argument("--limit", type=int, default=100_000)
     browse.add_argument("--yaml", action="store_true", help="print a nodes: config fragment")
     browse.add_argument("--security-policy", default="None", choices=["None", "Basic256Sha256"])
-    browse.add_argument("--security-mode", default="None", choices=["None", "Sign", "SignAndEncrypt"])
+    browse.add_argument(
+        "--security-mode", default="None", choices=["None", "Sign", "SignAndEncrypt"]
+    )
     browse.add_argument("--cert")
     browse.add_argument("--key")
     browse.add_argument("--user")
     browse.add_argument("--password")
     browse.add_argument("--timeout", type=float, default=4.0)
     gen = commands.add_parser("gen-cert", help="create a self-signed certificate and key")
-    gen.add_argument("--out", required=True, help="directory for <name>-cert.der and <name>-key.pem")
+    gen.add_argument(
+        "--out", required=True, help="directory for <name>-cert.der and <name>-key.pem"
+    )
     gen.add_argument("--name", default="client")
-    gen.add_argument("--app-uri", default=None, help="application URI (default urn:streamforge:opcua-client)")
+    gen.add_argument(
+        "--app-uri", default=None, help="application URI (default urn:streamforge:opcua-client)"
+    )
     gen.add_argument("--hostname", default=None)
     gen.add_argument("--days", type=int, default=3650)
-    gen.add_argument("--server", action="store_true", help="a server certificate (for test servers)")
+    gen.add_argument(
+        "--server", action="store_true", help="a server certificate (for test servers)"
+    )
     args = parser.parse_args(argv)
     if args.command == "gen-cert":
         from connectors.opcua_certs import DEFAULT_APPLICATION_URI, generate_certificate
 
-        cert, key = generate_certificate(args.out, args.name, args.app_uri or DEFAULT_APPLICATION_URI,
-                                         args.hostname, args.days, args.server)
+        cert, key = generate_certificate(
+            args.out,
+            args.name,
+            args.app_uri or DEFAULT_APPLICATION_URI,
+            args.hostname,
+            args.days,
+            args.server,
+        )
         print(f"certificate: {cert}\nprivate key: {key}")
         return 0
     try:

@@ -53,7 +53,9 @@ async def _start_path(client: Client, start: ua.NodeId) -> list[str] | None:
     return [path_element(await n.read_browse_name()) for n in after]
 
 
-async def _children(client: Client, node_ids: list[ua.NodeId]) -> list[list[ua.ReferenceDescription]]:
+async def _children(
+    client: Client, node_ids: list[ua.NodeId]
+) -> list[list[ua.ReferenceDescription]]:
     """Forward hierarchical references of Objects and Variables, for many nodes in one request."""
     params = ua.BrowseParameters()
     params.View = ua.ViewDescription()
@@ -91,9 +93,13 @@ async def _type_names(client: Client, type_ids: list[ua.NodeId]) -> dict[ua.Node
         else:
             custom.append(type_id)
     if custom:
-        values = await client.read_attributes([client.get_node(t) for t in custom], ua.AttributeIds.BrowseName)
+        values = await client.read_attributes(
+            [client.get_node(t) for t in custom], ua.AttributeIds.BrowseName
+        )
         for type_id, dv in zip(custom, values, strict=True):
-            names[type_id] = dv.Value.Value.Name if dv.Value and dv.Value.Value else type_id.to_string()
+            names[type_id] = (
+                dv.Value.Value.Name if dv.Value and dv.Value.Value else type_id.to_string()
+            )
     return names
 
 
@@ -117,7 +123,9 @@ async def browse_variables(
         next_frontier = []
         for (_, path, parent_name), refs in zip(frontier, children, strict=True):
             for ref in refs:
-                node_id = ua.NodeId(ref.NodeId.Identifier, ref.NodeId.NamespaceIndex, ref.NodeId.NodeIdType)
+                node_id = ua.NodeId(
+                    ref.NodeId.Identifier, ref.NodeId.NamespaceIndex, ref.NodeId.NodeIdType
+                )
                 if node_id in seen or node_id.NamespaceIndex == 0:
                     continue
                 if ref.ReferenceTypeId == ua.NodeId(ua.ObjectIds.HasProperty):
@@ -133,11 +141,19 @@ async def browse_variables(
     for start_at in range(0, len(found), 1000):
         nodes = [client.get_node(f[0]) for f in found[start_at : start_at + 1000]]
         type_values += await client.read_attributes(nodes, ua.AttributeIds.DataType)
-    type_ids = [dv.Value.Value if dv.Value and dv.Value.Value is not None else ua.NodeId() for dv in type_values]
+    type_ids = [
+        dv.Value.Value if dv.Value and dv.Value.Value is not None else ua.NodeId()
+        for dv in type_values
+    ]
     names = await _type_names(client, type_ids)
     return [
-        BrowsedVariable(node_id.to_string(), "/".join(path) if path is not None else None,
-                        names.get(type_id, "?"), parent, name)
+        BrowsedVariable(
+            node_id.to_string(),
+            "/".join(path) if path is not None else None,
+            names.get(type_id, "?"),
+            parent,
+            name,
+        )
         for (node_id, path, parent, name), type_id in zip(found, type_ids, strict=True)
     ]
 
@@ -150,7 +166,7 @@ def format_table(variables: list[BrowsedVariable]) -> str:
 
 
 def format_yaml(variables: list[BrowsedVariable]) -> str:
-    """A ``nodes:`` fragment for an endpoint config (device = parent name, metric = variable name)."""
+    """A ``nodes:`` config fragment (device = the parent's name, metric = the variable's)."""
     lines = ["nodes:"]
     for v in variables:
         if v.browse_path is not None:

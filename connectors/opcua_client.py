@@ -22,9 +22,17 @@ from pathlib import Path
 
 from asyncua import Client, ua
 from asyncua.crypto import security_policies
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+)
 
-from connectors.opcua_certs import DEFAULT_APPLICATION_URI, application_uri_of, load_certificate_file
+from connectors.opcua_certs import (
+    DEFAULT_APPLICATION_URI,
+    application_uri_of,
+    load_certificate_file,
+)
 from schemas.sources.opcua import OpcuaEndpointConfig
 
 
@@ -73,7 +81,9 @@ def _read(cfg: OpcuaEndpointConfig, path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise OpcuaOpenError(f"{_where(cfg)}: cannot read {what} {path}: {exc.strerror or exc}") from exc
+        raise OpcuaOpenError(
+            f"{_where(cfg)}: cannot read {what} {path}: {exc.strerror or exc}"
+        ) from exc
 
 
 def check_key_pair(cfg: OpcuaEndpointConfig) -> None:
@@ -87,20 +97,26 @@ def check_key_pair(cfg: OpcuaEndpointConfig) -> None:
     try:
         cert = load_certificate_file(cfg.certificate)
     except ValueError as exc:
-        raise OpcuaOpenError(f"{_where(cfg)}: {cfg.certificate} is not a DER or PEM certificate: {exc}") from exc
+        raise OpcuaOpenError(
+            f"{_where(cfg)}: {cfg.certificate} is not a DER or PEM certificate: {exc}"
+        ) from exc
     key_bytes = _read(cfg, cfg.private_key, "private key")
-    password = cfg.private_key_password.get_secret_value().encode() if cfg.private_key_password else None
+    password = (
+        cfg.private_key_password.get_secret_value().encode() if cfg.private_key_password else None
+    )
     try:
         key = load_pem_private_key(key_bytes, password=password)
     except (ValueError, TypeError) as exc:
         raise OpcuaOpenError(
-            f"{_where(cfg)}: cannot load private key {cfg.private_key} (PEM expected; wrong or missing "
+            f"{_where(cfg)}: cannot load private key {cfg.private_key} "
+            "(PEM expected; wrong or missing "
             f"private_key_password?): {exc}"
         ) from exc
     fmt = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     if key.public_key().public_bytes(*fmt) != cert.public_key().public_bytes(*fmt):
         raise OpcuaOpenError(
-            f"{_where(cfg)}: private key {cfg.private_key} does not match certificate {cfg.certificate}"
+            f"{_where(cfg)}: private key {cfg.private_key} "
+            f"does not match certificate {cfg.certificate}"
         )
 
 
@@ -110,7 +126,9 @@ async def make_client(cfg: OpcuaEndpointConfig) -> Client:
         check_key_pair(cfg)
         if cfg.server_certificate is not None:
             _read(cfg, cfg.server_certificate, "server certificate")
-    client = Client(cfg.url, timeout=cfg.request_timeout_s, watchdog_intervall=cfg.watchdog_interval_s)
+    client = Client(
+        cfg.url, timeout=cfg.request_timeout_s, watchdog_intervall=cfg.watchdog_interval_s
+    )
     client.name = client.description = "StreamForge"
     client.product_uri = "urn:streamforge"
     uri = cfg.application_uri
@@ -131,7 +149,9 @@ async def make_client(cfg: OpcuaEndpointConfig) -> Client:
                 certificate=str(cfg.certificate),
                 private_key=str(cfg.private_key),
                 private_key_password=(
-                    cfg.private_key_password.get_secret_value() if cfg.private_key_password else None
+                    cfg.private_key_password.get_secret_value()
+                    if cfg.private_key_password
+                    else None
                 ),
                 server_certificate=str(cfg.server_certificate) if cfg.server_certificate else None,
                 mode=_security_mode(cfg),
@@ -156,7 +176,8 @@ async def connect(client: Client, cfg: OpcuaEndpointConfig) -> None:
             await client.create_session()
             try:
                 await client.activate_session(
-                    username=cfg.username, password=cfg.resolved_password(),
+                    username=cfg.username,
+                    password=cfg.resolved_password(),
                     certificate=client.user_certificate,
                 )
             except Exception:
@@ -186,10 +207,12 @@ async def _endpoints(cfg: OpcuaEndpointConfig) -> list[ua.EndpointDescription]:
 
 async def _offered_endpoints(cfg: OpcuaEndpointConfig) -> str:
     """What the server offers, as ``Policy/Mode`` pairs (best effort, for error messages)."""
-    pairs = sorted({
-        f"{ep.SecurityPolicyUri.rsplit('#', 1)[-1]}/{ep.SecurityMode.name.rstrip('_')}"
-        for ep in await _endpoints(cfg)
-    })
+    pairs = sorted(
+        {
+            f"{ep.SecurityPolicyUri.rsplit('#', 1)[-1]}/{ep.SecurityMode.name.rstrip('_')}"
+            for ep in await _endpoints(cfg)
+        }
+    )
     return ", ".join(pairs) or "unknown"
 
 
@@ -203,7 +226,9 @@ async def _pinned_certificate_differs(cfg: OpcuaEndpointConfig) -> bool:
     return bool(announced) and not any(cert.startswith(pinned) for cert in announced)
 
 
-async def _explain(client: Client, cfg: OpcuaEndpointConfig, stage: str, exc: Exception) -> Exception:
+async def _explain(
+    client: Client, cfg: OpcuaEndpointConfig, stage: str, exc: Exception
+) -> Exception:
     """OpcuaOpenError when ``exc`` is a configuration problem, else ``exc`` itself (transient)."""
     where = _where(cfg)
     if isinstance(exc, OpcuaOpenError):
@@ -219,8 +244,10 @@ async def _explain(client: Client, cfg: OpcuaEndpointConfig, stage: str, exc: Ex
             f"{cfg.security_mode}; it offers: {offered}"
         )
     if isinstance(exc, ua.UaError) and "certificate mismatch" in text:
-        return OpcuaOpenError(f"{where}: the server's certificate differs from server_certificate "
-                              f"{cfg.server_certificate}")
+        return OpcuaOpenError(
+            f"{where}: the server's certificate differs from server_certificate "
+            f"{cfg.server_certificate}"
+        )
     if stage == "secure channel" and cfg.security_policy != "None":
         if await _pinned_certificate_differs(cfg):
             return OpcuaOpenError(
@@ -230,7 +257,8 @@ async def _explain(client: Client, cfg: OpcuaEndpointConfig, stage: str, exc: Ex
         # asyncua only logs the server's ERR message and closes the socket; the request
         # then fails as "connection closed". With the socket and Hello fine, it is security.
         return OpcuaOpenError(
-            f"{where}: the server closed the {cfg.security_policy}/{cfg.security_mode} secure channel "
+            f"{where}: the server closed the "
+            f"{cfg.security_policy}/{cfg.security_mode} secure channel "
             f"({type(exc).__name__}: {text or 'no detail'}); it probably does not trust our "
             f"certificate {cfg.certificate} or cannot verify it"
         )

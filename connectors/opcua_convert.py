@@ -159,7 +159,9 @@ def data_change_filter(deadband_type: str, deadband_value: float) -> ua.DataChan
     return flt
 
 
-def backoff_delay(attempt: int, initial: float, maximum: float, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int, initial: float, maximum: float, rng: random.Random | None = None
+) -> float:
     """Seconds to wait before reconnect ``attempt`` (0-based): exponential, capped, jittered.
 
     The ceiling doubles from ``initial`` up to ``maximum``; the delay is drawn

@@ -34,11 +34,16 @@ from flows.metrics import counter, gauge
 T = TypeVar("T")
 
 _log = get_logger("connectors.opcua")
-BUFFER_FULL = counter("streamforge_opcua_buffer_full_total", "Times the OPC UA hand-over buffer was full")
-BUFFER_WAIT = counter(
-    "streamforge_opcua_buffer_wait_seconds_total", "Seconds OPC UA publishing waited for buffer space"
+BUFFER_FULL = counter(
+    "streamforge_opcua_buffer_full_total", "Times the OPC UA hand-over buffer was full"
 )
-BUFFER_DEPTH = gauge("streamforge_opcua_buffer_depth", "Readings waiting in the OPC UA hand-over buffer")
+BUFFER_WAIT = counter(
+    "streamforge_opcua_buffer_wait_seconds_total",
+    "Seconds OPC UA publishing waited for buffer space",
+)
+BUFFER_DEPTH = gauge(
+    "streamforge_opcua_buffer_depth", "Readings waiting in the OPC UA hand-over buffer"
+)
 
 # How often a full buffer is re-checked. The consumer is Bytewax's worker,
 # which drains on its own schedule; a 5 ms poll costs nothing and avoids a
@@ -82,8 +87,12 @@ class HandoffBuffer(Generic[T]):
         BUFFER_FULL.inc(endpoint=self.endpoint)
         _log.warning(
             "hand-over buffer full, publishing paused until the flow catches up",
-            extra={"device": self.endpoint, "step": "handoff", "buffered": self._size,
-                   "capacity": self.capacity},
+            extra={
+                "device": self.endpoint,
+                "step": "handoff",
+                "buffered": self._size,
+                "capacity": self.capacity,
+            },
         )
         try:
             while not self._try_put(batch):
@@ -92,8 +101,10 @@ class HandoffBuffer(Generic[T]):
             self.waiting = False
             waited = time.monotonic() - started
             BUFFER_WAIT.inc(waited, endpoint=self.endpoint)
-        _log.info("hand-over buffer has space again, publishing resumed",
-                  extra={"device": self.endpoint, "step": "handoff", "waited_s": round(waited, 3)})
+        _log.info(
+            "hand-over buffer has space again, publishing resumed",
+            extra={"device": self.endpoint, "step": "handoff", "waited_s": round(waited, 3)},
+        )
 
     def drain(self, max_items: int) -> list[T]:
         """Up to about ``max_items`` items in arrival order (whole batches), never blocking."""

@@ -95,9 +95,13 @@ class OpcuaEndpointConfig(BaseModel):
     deadband_type: DeadbandType = "none"
     deadband_value: float = Field(0.0, ge=0)
     poll_interval_ms: float = Field(1000.0, gt=0)
-    keepalive_s: float = Field(5.0, gt=0, description="server keep-alive period when nothing changes")
+    keepalive_s: float = Field(
+        5.0, gt=0, description="server keep-alive period when nothing changes"
+    )
     subscription_lifetime_s: float = Field(
-        300.0, gt=0, description="server drops the subscription after this long without a publish request"
+        300.0,
+        gt=0,
+        description="server drops the subscription after this long without a publish request",
     )
 
     security_policy: Literal["None", "Basic256Sha256"] = "None"
@@ -126,7 +130,9 @@ class OpcuaEndpointConfig(BaseModel):
                 "security_policy None goes with security_mode None; Basic256Sha256 needs "
                 "security_mode Sign or SignAndEncrypt"
             )
-        if self.security_policy != "None" and (self.certificate is None or self.private_key is None):
+        if self.security_policy != "None" and (
+            self.certificate is None or self.private_key is None
+        ):
             raise ValueError(
                 "Basic256Sha256 needs certificate and private_key "
                 "(create them with: python -m connectors.opcua gen-cert --out DIR)"
@@ -146,7 +152,9 @@ class OpcuaEndpointConfig(BaseModel):
         if self.password_env is not None:
             value = os.environ.get(self.password_env)
             if value is None:
-                raise ValueError(f"environment variable {self.password_env} (password_env) is not set")
+                raise ValueError(
+                    f"environment variable {self.password_env} (password_env) is not set"
+                )
             return value
         return None
 
@@ -169,5 +177,7 @@ class OpcuaSourceConfig(BaseModel):
         names = [e.name for e in self.endpoints]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"endpoint names must be unique (they are partition keys): {duplicates}")
+            raise ValueError(
+                f"endpoint names must be unique (they are partition keys): {duplicates}"
+            )
         return self

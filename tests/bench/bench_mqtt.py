@@ -208,7 +208,12 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
         "broker": _mosquitto_version(),
     }
-    with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp) / "broker") as broker:
+    # The QoS 0 backlog must be kept for the offline session too (off by default).
+    options = "queue_qos0_messages true"
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Mosquitto(Path(tmp) / "b", listener=options) as broker,
+    ):
         results["flow_1_per_message_qos1"] = bench_flow(broker, "single1", single, 1, 1)
         results["flow_100_per_message_qos1"] = bench_flow(broker, "batch1", batched, 100, 1)
         results["flow_1_per_message_qos0"] = bench_flow(broker, "single0", single, 1, 0)

@@ -4,10 +4,11 @@
     .venv/bin/python -m tests.bench.bench_opcua --quick     # shorter window
     .venv/bin/python -m tests.bench.bench_opcua --polling   # also the polling phase (+~1 min)
 
-One asyncua server process (``tests/integration/opcua_server.py``) serves
-10,000 Double variables and writes all of them every second; this process
-runs one Bytewax worker whose OpcuaSource has one endpoint (one partition,
-one asyncua thread).
+Two asyncua server processes (``tests/integration/opcua_server.py``) serve
+5,000 Double variables each and write all of them every second (``--servers
+1`` puts all 10,000 on one); this process runs one Bytewax worker whose
+OpcuaSource has one endpoint per server (one partition and one asyncua
+thread each).
 
 Phases:
 
@@ -51,8 +52,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
 from connectors.opcua import OpcuaPartition, OpcuaSource
+from connectors.opcua_connection import POLL_OVERRUNS
 from connectors.opcua_handoff import BUFFER_FULL
-from connectors.opcua_session import POLL_OVERRUNS
 from schemas.models import Reading
 from schemas.sources.opcua import OpcuaSourceConfig
 
@@ -147,41 +148,68 @@ class TimedSource(OpcuaSource):
         return part
 
 
-def config(port: int, mode: str) -> OpcuaSourceConfig:
-    return OpcuaSourceConfig.model_validate({"endpoints": [{
-        "name": "bench", "url": f"opc.tcp://127.0.0.1:{port}/streamforge/test", "mode": mode,
-        "publishing_interval_ms": 1000, "poll_interval_ms": 1000, "queue_size": 1,
-        "request_timeout_s": 30, "open_timeout_s": 120,
-        "nodes": [{"node_id": f"ns=2;i={100000 + k}", "device": f"dev{k // 100:03d}", "metric": f"v{k:05d}"}
-                  for k in range(ITEMS)],
-    }]})
+def config(ports: list[int], mode: str) -> OpcuaSourceConfig:
+    """One endpoint per server, ITEMS split evenly; metric names unique over all endpoints."""
+    per = ITEMS // len(ports)
+    return OpcuaSourceConfig.model_validate(
+        {
+            "endpoints": [
+                {
+                    "name": f"bench{e}",
+                    "url": f"opc.tcp://127.0.0.1:{port}/streamforge/test",
+                    "mode": mode,
+                    "publishing_interval_ms": 1000,
+                    "poll_interval_ms": 1000,
+                    "queue_size": 1,
+                    "request_timeout_s": 30,
+                    "open_timeout_s": 120,
+                    "nodes": [
+                        {
+                            "node_id": f"ns=2;i={100000 + k}",
+                            "device": f"dev{(e * per + k) // 100:03d}",
+                            "metric": f"v{e * per + k:05d}",
+                        }
+                        for k in range(per)
+                    ],
+                }
+                for e, port in enumerate(ports)
+            ]
+        }
+    )
 
 
-def run_phase(name: str, port: int, server_pid: int, mode: str, seconds: float,
-              warmup: float) -> dict[str, Any]:
-    """Run the flow for ``warmup + seconds`` after the partition is built; measure the last ``seconds``."""
+def servers_cpu_seconds(pids: list[int]) -> float:
+    return sum(process_cpu_seconds(pid) for pid in pids)
+
+
+def run_phase(
+    name: str, ports: list[int], pids: list[int], mode: str, seconds: float, warmup: float
+) -> dict[str, Any]:
+    """Run the flow for ``warmup + seconds``, measuring the last ``seconds``."""
     counting = Counting()
     marks: dict[str, Any] = {}
 
     def on_built(part: OpcuaPartition) -> None:
-        marks["built"] = time.monotonic()
+        marks.setdefault("built", []).append(time.monotonic())
+        if len(marks["built"]) < len(ports):
+            return
 
         def measure() -> None:
             time.sleep(warmup)
             with counting.lock:
                 marks["start"] = (time.monotonic(), counting.count, len(counting.latencies))
-            marks["cpu0"] = (time.process_time(), process_cpu_seconds(server_pid))
+            marks["cpu0"] = (time.process_time(), servers_cpu_seconds(pids))
             time.sleep(seconds - 0.5)
             with counting.lock:
                 marks["end"] = (time.monotonic(), counting.count)
-            marks["cpu1"] = (time.process_time(), process_cpu_seconds(server_pid))
+            marks["cpu1"] = (time.process_time(), servers_cpu_seconds(pids))
 
         threading.Thread(target=measure, daemon=True).start()
 
     full0, overruns0 = BUFFER_FULL.total(), POLL_OVERRUNS.total()
     started = time.monotonic()
     flow = Dataflow(f"bench_opcua_{name}")
-    readings = op.input("opcua", flow, TimedSource(config(port, mode), warmup + seconds, on_built))
+    readings = op.input("opcua", flow, TimedSource(config(ports, mode), warmup + seconds, on_built))
     op.output("count", readings, CountingSink(counting))
     run_main(flow)
     t0, n0, lat0 = marks["start"]
@@ -193,14 +221,17 @@ def run_phase(name: str, port: int, server_pid: int, mode: str, seconds: float,
     result = {
         "mode": mode,
         "items": ITEMS,
-        "open_s": round(marks["built"] - started, 2),
-        "all_items_seen_s": round(counting.all_seen_at - started, 2) if counting.all_seen_at else None,
+        "endpoints": len(ports),
+        "open_s": round(marks["built"][-1] - started, 2),
+        "all_items_seen_s": round(counting.all_seen_at - started, 2)
+        if counting.all_seen_at
+        else None,
         "window_s": round(window, 1),
         "values_per_s": round((n1 - n0) / window),
         "rounds_per_s": round((n1 - n0) / window / ITEMS, 2),
         "client_cpu_pct": round(100 * cpu_self / window, 1),
         "client_cpu_us_per_value": round(1e6 * cpu_self / max(1, n1 - n0), 1),
-        "server_cpu_pct": round(100 * cpu_server / window, 1),
+        "servers_cpu_pct": round(100 * cpu_server / window, 1),
         "latency_p50_ms": round(1000 * percentile(latencies, 0.5), 1),
         "latency_p99_ms": round(1000 * percentile(latencies, 0.99), 1),
         "buffer_full_events": BUFFER_FULL.total() - full0,
@@ -210,33 +241,47 @@ def run_phase(name: str, port: int, server_pid: int, mode: str, seconds: float,
     return result
 
 
+def start_servers(count: int) -> tuple[list[subprocess.Popen[str]], list[int]]:
+    """``count`` server processes sharing ITEMS variables, started in parallel; and their ports."""
+    procs, ports = [], []
+    for _ in range(count):
+        ports.append(free_port())
+        argv = [sys.executable, str(SERVER), "--port", str(ports[-1]),
+                "--bench-vars", str(ITEMS // count), "--period-ms", "1000"]  # fmt: skip
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
+    for proc in procs:
+        assert proc.stdout is not None
+        if not proc.stdout.readline().startswith("READY"):
+            raise SystemExit("an OPC UA server did not start")
+    return procs, ports
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--polling", action="store_true", help="also run the polling phase")
+    parser.add_argument("--servers", type=int, default=2, help="server processes (endpoints)")
     args = parser.parse_args()
     seconds, warmup = (10.0, 5.0) if args.quick else (20.0, 5.0)
-    port = free_port()
     started = time.monotonic()
-    server = subprocess.Popen(
-        [sys.executable, str(SERVER), "--port", str(port), "--bench-vars", str(ITEMS), "--period-ms", "1000"],
-        stdout=subprocess.PIPE, text=True,
-    )
+    procs, ports = start_servers(args.servers)
     try:
-        assert server.stdout is not None
-        if not server.stdout.readline().startswith("READY"):
-            raise SystemExit("the OPC UA server did not start")
+        pids = [p.pid for p in procs]
         server_start_s = time.monotonic() - started
-        print(f"server with {ITEMS} variables ready in {server_start_s:.1f} s", flush=True)
-        phases = {"subscription": run_phase("subscription", port, server.pid, "subscription", seconds, warmup)}
+        print(f"{args.servers} servers, {ITEMS} variables, ready in {server_start_s:.1f} s")
+        phases = {
+            "subscription": run_phase("subscription", ports, pids, "subscription", seconds, warmup)
+        }
         if args.polling:
-            phases["polling"] = run_phase("polling", port, server.pid, "polling", seconds, warmup)
+            phases["polling"] = run_phase("polling", ports, pids, "polling", seconds, warmup)
     finally:
-        server.kill()
-        server.wait()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
     report = {
         "benchmark": "opcua",
         "machine": {"cpus": os.cpu_count(), "load_average_1m": load_average()},
+        "servers": args.servers,
         "server_start_s": round(server_start_s, 1),
         "phases": phases,
     }

@@ -160,7 +160,7 @@ def simulator_series(steps: int) -> list[Labelled]:
     out = []
     for (device, metric), values in series.items():
         anomalies = [
-            (a.kind, a.start_step, a.end_step)
+            (str(a.kind), a.start_step, a.end_step)
             for a in truth
             if a.device == device and a.metric == metric
         ]
@@ -197,7 +197,7 @@ def evaluate(series: Labelled, scores: list[float]) -> list[dict[str, Any]]:
     for _, lo, hi in windows:
         for t in range(lo, hi + 1):
             covered[t] = True
-    for kind, s, e in series.anomalies:  # anomalies in the probation period: not scored
+    for _kind, s, e in series.anomalies:  # anomalies in the probation period: not scored
         if s < first:
             for t in range(s, min(n, e + 100)):
                 covered[t] = True
@@ -241,7 +241,9 @@ def summarise(rows_by_group: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         out[group] = {
             "anomalies": len(hits),
             "recall": round(detected / len(hits), 3) if hits else None,
-            "precision": round(detected / (detected + episodes), 3) if detected + episodes else None,
+            "precision": (
+                round(detected / (detected + episodes), 3) if detected + episodes else None
+            ),
             "delay_median": statistics.median(delays) if delays else None,
             "delay_p90": delays[int(0.9 * (len(delays) - 1))] if delays else None,
             "fp_episodes": episodes,
@@ -274,7 +276,7 @@ def main() -> None:
         "detectors": {},
     }
     for name in args.detectors.split(","):
-        config = None if name == "default" else DetectorConfig(type=name)  # type: ignore[arg-type]
+        config = None if name == "default" else DetectorConfig.model_validate({"type": name})
         by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
         by_base: dict[str, list[dict[str, Any]]] = defaultdict(list)
         by_sim: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -312,12 +314,13 @@ def _print(name: str, result: dict[str, Any]) -> None:
     cols = ("anomalies", "recall", "precision", "delay_median", "delay_p90", "fp_per_1k", "nab")
     print(f"\n== {name}  ({result['us_per_value']} µs/value)")
     print(f"{'':14}" + "".join(f"{c:>13}" for c in cols))
-    for title, table in (("by anomaly", "by_anomaly"), ("by base", "by_base"), ("sim", "simulator")):
+    tables = (("by anomaly", "by_anomaly"), ("by base", "by_base"), ("simulator", "simulator"))
+    for title, table in tables:
         if not result.get(table):
             continue
         print(f"-- {title}")
         for group, stats in result[table].items():
-            print(f"{group:14}" + "".join(f"{str(stats[c]):>13}" for c in cols))
+            print(f"{group:14}" + "".join(f"{stats[c]!s:>13}" for c in cols))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Test helpers for the OPC UA source: a real asyncua server in a subprocess, and a partition driver.
+"""OPC UA test helpers: a real asyncua server in a subprocess, and a partition driver.
 
 >>> server = OpcuaTestServer("--period-ms", "50")   # doctest: +SKIP
 >>> server.start(); server.url                       # doctest: +SKIP
@@ -46,17 +46,20 @@ class OpcuaTestServer:
         self.args = list(args)
         self.port = port or free_port()
         self.proc: subprocess.Popen[str] | None = None
-        self._stderr = tempfile.TemporaryFile(mode="w+")
+        # Kept open across restarts, read when a start fails.
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
 
     @property
     def url(self) -> str:
         return f"opc.tcp://127.0.0.1:{self.port}/streamforge/test"
 
     def start(self) -> OpcuaTestServer:
-        """Start and wait for ``READY``; fail the test with the server's stderr if it does not come."""
+        """Start and wait for ``READY``; else fail the test, showing the server's stderr."""
         self.proc = subprocess.Popen(
             [sys.executable, str(SERVER_SCRIPT), "--port", str(self.port), *self.args],
-            stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
         )
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT_S)
@@ -64,7 +67,9 @@ class OpcuaTestServer:
         if not line.startswith("READY"):
             self.kill()
             self._stderr.seek(0)
-            pytest.fail(f"OPC UA test server did not start: {self._stderr.read()[-2000:]}", pytrace=False)
+            pytest.fail(
+                f"OPC UA test server did not start: {self._stderr.read()[-2000:]}", pytrace=False
+            )
         return self
 
     def kill(self) -> None:
@@ -88,12 +93,21 @@ class OpcuaTestServer:
 def source_config(url: str, nodes: list[dict[str, Any]], **endpoint: Any) -> OpcuaSourceConfig:
     """One endpoint named ``endpoint['name']`` (default ``test``) with fast test timings."""
     options: dict[str, Any] = {
-        "name": "test", "url": url, "publishing_interval_ms": 50, "poll_interval_ms": 50,
-        "keepalive_s": 0.5, "request_timeout_s": 2, "watchdog_interval_s": 0.5,
-        "reconnect_initial_s": 0.1, "reconnect_max_s": 1, "open_timeout_s": 30,
+        "name": "test",
+        "url": url,
+        "publishing_interval_ms": 50,
+        "poll_interval_ms": 50,
+        "keepalive_s": 0.5,
+        "request_timeout_s": 2,
+        "watchdog_interval_s": 0.5,
+        "reconnect_initial_s": 0.1,
+        "reconnect_max_s": 1,
+        "open_timeout_s": 30,
     }
     options.update(endpoint)
-    return OpcuaSourceConfig.model_validate({"tenant": "plant-a", "endpoints": [{**options, "nodes": nodes}]})
+    return OpcuaSourceConfig.model_validate(
+        {"tenant": "plant-a", "endpoints": [{**options, "nodes": nodes}]}
+    )
 
 
 def open_partition(config: OpcuaSourceConfig) -> OpcuaPartition:
@@ -101,14 +115,20 @@ def open_partition(config: OpcuaSourceConfig) -> OpcuaPartition:
     return OpcuaSource(config).build_part("opcua", endpoint, None)
 
 
-def collect(part: OpcuaPartition, done: Callable[[list[Reading]], bool], timeout: float = 30.0,
-            what: str = "readings") -> list[Reading]:
+def collect(
+    part: OpcuaPartition,
+    done: Callable[[list[Reading]], bool],
+    timeout: float = 30.0,
+    what: str = "readings",
+) -> list[Reading]:
     """Drive the partition like Bytewax does until ``done(readings)``; fail after ``timeout`` s."""
     readings: list[Reading] = []
     deadline = time.monotonic() + timeout
     while not done(readings):
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}; got {len(readings)}: {readings[-5:]}", pytrace=False)
+            pytest.fail(
+                f"timed out waiting for {what}; got {len(readings)}: {readings[-5:]}", pytrace=False
+            )
         readings += part.next_batch()
         time.sleep(0.02)
     return readings

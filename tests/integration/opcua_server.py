@@ -19,10 +19,10 @@ variables every ``--period-ms`` until killed. Namespace 2 is
 
     Objects/2:Plant/2:Line1/
         2:Temperature  ns=2;s=Line1.Temperature  Double   20 + tick / 10
-        2:Counter      ns=2;s=Line1.Counter      Int64    tick; SourceTimestamp = 2020-01-01 + tick s
+        2:Counter      ns=2;s=Line1.Counter      Int64    tick; SourceTimestamp 2020-01-01 + tick s
         2:Running      ns=2;s=Line1.Running      Boolean  tick is even
         2:State        ns=2;s=Line1.State        String   "state-<tick>"
-        2:Quality      ns=2;s=Line1.Quality      Double   tick; status Good / Uncertain / Bad by tick % 3
+        2:Quality      ns=2;s=Line1.Quality      Double   tick; Good/Uncertain/Bad by tick % 3
         2:Stepped      ns=2;s=Line1.Stepped      Double   +0.1 per tick, +10 every 10th tick
         2:ServerTsOnly ns=2;s=Line1.ServerTsOnly Double   tick; no SourceTimestamp, ServerTimestamp
                                                           = 2021-01-01 + tick s
@@ -38,6 +38,7 @@ import asyncio
 import logging
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from asyncua import Server, ua
@@ -54,7 +55,11 @@ _POLICIES = {
     "sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
     "encrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
 }
-_STATUS_BY_TICK = (ua.StatusCodes.Good, ua.StatusCodes.UncertainLastUsableValue, ua.StatusCodes.BadSensorFailure)
+_STATUS_BY_TICK = (
+    ua.StatusCodes.Good,
+    ua.StatusCodes.UncertainLastUsableValue,
+    ua.StatusCodes.BadSensorFailure,
+)
 
 
 class OneUserManager:
@@ -64,14 +69,21 @@ class OneUserManager:
         self.username = username
         self.password = password
 
-    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
-                 certificate: Any = None) -> User | None:
+    def get_user(
+        self,
+        iserver: Any,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:
         if username == self.username and password == self.password:
             return User(role=UserRole.User)
         return None
 
 
-async def build_server(args: argparse.Namespace) -> tuple[Server, dict[str, ua.NodeId], list[ua.NodeId]]:
+async def build_server(
+    args: argparse.Namespace,
+) -> tuple[Server, dict[str, ua.NodeId], list[ua.NodeId]]:
     user_manager = OneUserManager(args.user, args.password) if args.user else None
     server = Server(user_manager=user_manager)
     await server.init()
@@ -85,7 +97,7 @@ async def build_server(args: argparse.Namespace) -> tuple[Server, dict[str, ua.N
     if args.user:
         server.set_identity_tokens([ua.UserNameIdentityToken])
     if args.trusted_cert:
-        trusted = open(args.trusted_cert, "rb").read()
+        trusted = Path(args.trusted_cert).read_bytes()
 
         async def validate(cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
             if cert.public_bytes(Encoding.DER) != trusted:
@@ -93,7 +105,9 @@ async def build_server(args: argparse.Namespace) -> tuple[Server, dict[str, ua.N
 
         server.set_certificate_validator(validate)
     idx = await server.register_namespace(NAMESPACE)
-    plant = await server.nodes.objects.add_object(ua.NodeId("Plant", idx), ua.QualifiedName("Plant", idx))
+    plant = await server.nodes.objects.add_object(
+        ua.NodeId("Plant", idx), ua.QualifiedName("Plant", idx)
+    )
     line = await plant.add_object(ua.NodeId("Line1", idx), ua.QualifiedName("Line1", idx))
     initial: dict[str, tuple[Any, ua.VariantType]] = {
         "Temperature": (20.0, ua.VariantType.Double),
@@ -106,31 +120,50 @@ async def build_server(args: argparse.Namespace) -> tuple[Server, dict[str, ua.N
     }
     plant_ids: dict[str, ua.NodeId] = {}
     for name, (value, vtype) in initial.items():
-        node = await line.add_variable(ua.NodeId(f"Line1.{name}", idx), ua.QualifiedName(name, idx),
-                                       value, vtype)
+        node = await line.add_variable(
+            ua.NodeId(f"Line1.{name}", idx), ua.QualifiedName(name, idx), value, vtype
+        )
         plant_ids[name] = node.nodeid
     bench_ids: list[ua.NodeId] = []
     if args.bench_vars:
-        bench = await server.nodes.objects.add_object(ua.NodeId("Bench", idx), ua.QualifiedName("Bench", idx))
+        bench = await server.nodes.objects.add_object(
+            ua.NodeId("Bench", idx), ua.QualifiedName("Bench", idx)
+        )
         group = bench
         for k in range(args.bench_vars):
             if k % 100 == 0:  # asyncua adds children in O(siblings): keep folders small
-                group = await bench.add_object(ua.NodeId(f"Bench.g{k // 100:03d}", idx),
-                                               ua.QualifiedName(f"g{k // 100:03d}", idx))
-            node = await group.add_variable(ua.NodeId(100000 + k, idx), ua.QualifiedName(f"v{k:05d}", idx),
-                                            0.0, ua.VariantType.Double)
+                group = await bench.add_object(
+                    ua.NodeId(f"Bench.g{k // 100:03d}", idx),
+                    ua.QualifiedName(f"g{k // 100:03d}", idx),
+                )
+            node = await group.add_variable(
+                ua.NodeId(100000 + k, idx),
+                ua.QualifiedName(f"v{k:05d}", idx),
+                0.0,
+                ua.VariantType.Double,
+            )
             bench_ids.append(node.nodeid)
     return server, plant_ids, bench_ids
 
 
-def _dv(value: Any, vtype: ua.VariantType, source_ts: datetime | None, server_ts: datetime | None,
-        status: int = ua.StatusCodes.Good) -> ua.DataValue:
-    return ua.DataValue(ua.Variant(value, vtype), ua.StatusCode(status),
-                        SourceTimestamp=source_ts, ServerTimestamp=server_ts)
+def _dv(
+    value: Any,
+    vtype: ua.VariantType,
+    source_ts: datetime | None,
+    server_ts: datetime | None,
+    status: int = ua.StatusCodes.Good,
+) -> ua.DataValue:
+    return ua.DataValue(
+        ua.Variant(value, vtype),
+        ua.StatusCode(status),
+        SourceTimestamp=source_ts,
+        ServerTimestamp=server_ts,
+    )
 
 
-async def tick_forever(server: Server, ids: dict[str, ua.NodeId], bench: list[ua.NodeId],
-                       period: float) -> None:
+async def tick_forever(
+    server: Server, ids: dict[str, ua.NodeId], bench: list[ua.NodeId], period: float
+) -> None:
     tick = 0
     stepped = 0.0
     loop = asyncio.get_running_loop()
@@ -141,19 +174,23 @@ async def tick_forever(server: Server, ids: dict[str, ua.NodeId], bench: list[ua
         stepped += 10.0 if tick % 10 == 0 else 0.1
         writes = {
             "Temperature": _dv(20.0 + tick / 10, ua.VariantType.Double, now, now),
-            "Counter": _dv(tick, ua.VariantType.Int64, COUNTER_EPOCH + timedelta(seconds=tick), now),
+            "Counter": _dv(
+                tick, ua.VariantType.Int64, COUNTER_EPOCH + timedelta(seconds=tick), now
+            ),
             "Running": _dv(tick % 2 == 0, ua.VariantType.Boolean, now, now),
             "State": _dv(f"state-{tick}", ua.VariantType.String, now, now),
             "Quality": _dv(float(tick), ua.VariantType.Double, now, now, _STATUS_BY_TICK[tick % 3]),
             "Stepped": _dv(round(stepped, 6), ua.VariantType.Double, now, now),
-            "ServerTsOnly": _dv(float(tick), ua.VariantType.Double, None,
-                                SERVER_TS_EPOCH + timedelta(seconds=tick)),
+            "ServerTsOnly": _dv(
+                float(tick), ua.VariantType.Double, None, SERVER_TS_EPOCH + timedelta(seconds=tick)
+            ),
         }
         for name, dv in writes.items():
             await server.write_attribute_value(ids[name], dv)
         for k, nodeid in enumerate(bench):
-            await server.write_attribute_value(nodeid, _dv(float(tick * 100000 + k), ua.VariantType.Double,
-                                                           now, now))
+            await server.write_attribute_value(
+                nodeid, _dv(float(tick * 100000 + k), ua.VariantType.Double, now, now)
+            )
             if k % 500 == 499:
                 await asyncio.sleep(0)  # let the server answer requests during a long tick
         next_at += period
@@ -170,7 +207,7 @@ def skip_sample_copies() -> None:
         self.old_dvalue = self.current_dvalue
         self.current_dvalue = cur_val
 
-    MonitoredItemValues.set_current_datavalue = set_current_datavalue  # type: ignore[method-assign]
+    MonitoredItemValues.set_current_datavalue = set_current_datavalue
 
 
 async def main(argv: list[str] | None = None) -> None:

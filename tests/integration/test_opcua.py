@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import bytewax.operators as op
@@ -18,7 +19,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
 from connectors.opcua import OpcuaPartition, OpcuaSource, main
-from connectors.opcua_session import NODE_ERRORS
+from connectors.opcua_connection import NODE_ERRORS
 from schemas.models import Reading
 from schemas.sources.opcua import OpcuaNodeConfig
 from tests.integration.opcua_harness import (
@@ -32,7 +33,12 @@ from tests.integration.opcua_server import COUNTER_EPOCH, SERVER_TS_EPOCH
 
 NODES: list[dict[str, Any]] = [
     {"node_id": "ns=2;s=Line1.Counter", "device": "line1", "metric": "counter"},
-    {"browse_path": "2:Plant/2:Line1/2:Temperature", "device": "line1", "metric": "temperature", "unit": "degC"},
+    {
+        "browse_path": "2:Plant/2:Line1/2:Temperature",
+        "device": "line1",
+        "metric": "temperature",
+        "unit": "degC",
+    },
     {"node_id": "ns=2;s=Line1.Running", "device": "line1", "metric": "running"},
     {"node_id": "ns=2;s=Line1.State", "device": "line1", "metric": "state"},
     {"node_id": "nsu=urn:streamforge:test;s=Line1.Quality", "device": "line1", "metric": "quality"},
@@ -92,20 +98,28 @@ def test_values_timestamps_and_quality_flow_through_bytewax(server: OpcuaTestSer
 
     temperatures = of_metric(out, "temperature")  # resolved from its browse path
     assert temperatures and all(type(r.value) is float and r.unit == "degC" for r in temperatures)
-    assert all(r.ts.tzinfo is not None and abs(datetime.now(UTC) - r.ts) < timedelta(minutes=5)
-               for r in temperatures)
+    assert all(
+        r.ts.tzinfo is not None and abs(datetime.now(UTC) - r.ts) < timedelta(minutes=5)
+        for r in temperatures
+    )
     assert {type(r.value) for r in of_metric(out, "running")} == {bool}
-    assert all(isinstance(r.value, str) and r.value.startswith("state-") for r in of_metric(out, "state"))
+    assert all(
+        isinstance(r.value, str) and r.value.startswith("state-") for r in of_metric(out, "state")
+    )
 
     # Without a SourceTimestamp the ServerTimestamp is the event time.
     server_ts = of_metric(out, "server_ts")
-    assert server_ts and all(r.ts == SERVER_TS_EPOCH + timedelta(seconds=float(r.value)) for r in server_ts)
+    assert server_ts and all(
+        r.ts == SERVER_TS_EPOCH + timedelta(seconds=float(r.value)) for r in server_ts
+    )
 
 
 def test_status_code_maps_to_quality(server: OpcuaTestServer) -> None:
     part = open_partition(source_config(server.url, NODES[4:5], name="quality"))
     try:
-        readings = collect(part, lambda rs: len({r.quality for r in rs}) == 3, what="all three qualities")
+        readings = collect(
+            part, lambda rs: len({r.quality for r in rs}) == 3, what="all three qualities"
+        )
     finally:
         part.close()
     for r in readings:
@@ -120,17 +134,27 @@ def test_status_code_maps_to_quality(server: OpcuaTestServer) -> None:
 def test_absolute_deadband_suppresses_small_changes(server: OpcuaTestServer) -> None:
     # The same variable twice: once without a deadband, once with 1.0. It moves
     # +0.1 per tick and +10 every 10th tick.
-    nodes = [
+    nodes: list[dict[str, Any]] = [
         {"node_id": "ns=2;s=Line1.Stepped", "device": "line1", "metric": "all"},
-        {"node_id": "ns=2;s=Line1.Stepped", "device": "line1", "metric": "deadband",
-         "deadband_type": "absolute", "deadband_value": 1.0},
+        {
+            "node_id": "ns=2;s=Line1.Stepped",
+            "device": "line1",
+            "metric": "deadband",
+            "deadband_type": "absolute",
+            "deadband_value": 1.0,
+        },
     ]
     part = open_partition(source_config(server.url, nodes, name="deadband"))
     try:
-        readings = collect(part, lambda rs: len(of_metric(rs, "deadband")) >= 4, what="deadband readings")
+        readings = collect(
+            part, lambda rs: len(of_metric(rs, "deadband")) >= 4, what="deadband readings"
+        )
     finally:
         part.close()
-    steps = lambda rs: [round(b.value - a.value, 3) for a, b in zip(rs, rs[1:])]  # noqa: E731
+
+    def steps(readings: list[Reading]) -> list[float]:
+        return [round(float(b.value) - float(a.value), 3) for a, b in pairwise(readings)]
+
     assert 0.1 in steps(of_metric(readings, "all"))
     assert all(step > 1.0 for step in steps(of_metric(readings, "deadband")))
 
@@ -138,7 +162,9 @@ def test_absolute_deadband_suppresses_small_changes(server: OpcuaTestServer) -> 
 def test_polling_mode_reads_every_interval(server: OpcuaTestServer) -> None:
     part = open_partition(source_config(server.url, NODES[:2], name="polling", mode="polling"))
     try:
-        readings = collect(part, lambda rs: len(of_metric(rs, "counter")) >= 5, what="polled counters")
+        readings = collect(
+            part, lambda rs: len(of_metric(rs, "counter")) >= 5, what="polled counters"
+        )
     finally:
         part.close()
     counters = of_metric(readings, "counter")
@@ -150,9 +176,11 @@ def test_polling_mode_reads_every_interval(server: OpcuaTestServer) -> None:
 @pytest.mark.parametrize("mode", ["subscription", "polling"])
 def test_unknown_nodes_are_reported_and_the_others_flow(server: OpcuaTestServer, mode: str) -> None:
     name = f"unknown-{mode}"
-    nodes = [*NODES[:1],
-             {"node_id": "ns=2;s=Line1.DoesNotExist", "device": "line1", "metric": "ghost"},
-             {"browse_path": "2:Plant/2:Nowhere", "device": "line1", "metric": "ghost2"}]
+    nodes: list[dict[str, Any]] = [
+        *NODES[:1],
+        {"node_id": "ns=2;s=Line1.DoesNotExist", "device": "line1", "metric": "ghost"},
+        {"browse_path": "2:Plant/2:Nowhere", "device": "line1", "metric": "ghost2"},
+    ]
     before = NODE_ERRORS.value(endpoint=name)
     part = open_partition(source_config(server.url, nodes, name=name, mode=mode))
     try:
@@ -163,8 +191,9 @@ def test_unknown_nodes_are_reported_and_the_others_flow(server: OpcuaTestServer,
     assert NODE_ERRORS.value(endpoint=name) - before == 2
 
 
-def test_browse_lists_variables_and_yaml_builds_a_config(server: OpcuaTestServer,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_browse_lists_variables_and_yaml_builds_a_config(
+    server: OpcuaTestServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["browse", server.url, "--node", "ns=2;s=Line1"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0] == "node_id\tbrowse_path\tdata_type"

@@ -26,8 +26,10 @@ from bytewax.testing import TestingSource, run_main
 from connectors.timescale import LOST, REJECTED, RETRIES, ROWS_UNCHANGED, TimescaleSink
 from connectors.timescale_edition import detect_edition, edition_info, hypertables
 from connectors.timescale_retention import apply_retention, ensure_policies
+from connectors.timescale_retention import main as retention_main
 from flows.outputs import make_sink
 from schemas.migrate import Migration, MigrationError, load_migrations, migrate
+from schemas.migrate import main as migrate_main
 from schemas.models import (
     Alarm,
     AlarmState,
@@ -511,3 +513,19 @@ def test_full_edition_policies_fail_softly_on_the_apache_edition(fresh_schema: s
         assert conn.execute("SELECT count(*) FROM readings").fetchone() == (0,)
     assert problems and all("license" in p for p in problems)
     assert any(p.startswith("readings:") for p in problems)
+
+
+def test_commands(fresh_schema: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert migrate_main(["--database-url", fresh_schema]) == 0
+    assert migrate_main(["--database-url", fresh_schema]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "applied: " + ", ".join(m.name for m in load_migrations()),
+        f"up to date ({len(load_migrations())} migrations)",
+    ]
+    assert retention_main(["--database-url", fresh_schema, "--days", "logs=none"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "edition: apache"
+    assert any(line.split()[:2] == ["readings", "drop_chunks"] for line in out)
+    assert not any(line.startswith("logs ") for line in out)
+    assert migrate_main(["--database-url", "postgresql://nobody:x@127.0.0.1:1/none"]) == 1

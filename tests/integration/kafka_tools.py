@@ -1,0 +1,158 @@
+"""Helpers of the Kafka tests: unique topic names, sample records, independent readers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from schemas.models import (
+    Alarm,
+    AnomalyScore,
+    DeadLetter,
+    Event,
+    LogRecord,
+    Reading,
+    Rollup,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def unique(prefix: str) -> str:
+    """A name no other test run uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def at(second: float) -> datetime:
+    return T0 + timedelta(seconds=second)
+
+
+def alarm(device: str, seq: int, transition: str = "raised", tenant: str = "default") -> Alarm:
+    state = "cleared" if transition == "cleared" else "raised"
+    return Alarm(
+        id=f"{tenant}/{device}/hot",
+        tenant=tenant,
+        device=device,
+        metric="temperature",
+        rule="hot",
+        kind="threshold",
+        severity="major",
+        state=state,  # type: ignore[arg-type]
+        transition=transition,  # type: ignore[arg-type]
+        seq=seq,
+        ts=at(seq),
+        raised_at=at(0),
+        value=95.0 + seq,
+        threshold=90.0,
+        message=f"temperature {95.0 + seq} above 90",
+        cleared_at=at(seq) if state == "cleared" else None,
+    )
+
+
+def one_of_each(device: str = "press-1", tenant: str = "plant-a") -> list[tuple[str, Any]]:
+    """One record of every output kind for one device."""
+    return [
+        ("telemetry", Reading(device, "temperature", at(1), 71.5, tenant=tenant, unit="°C")),
+        ("event", Event(tenant, device, "door", at(2), "closed", "open")),
+        ("alarm", alarm(device, 1, tenant=tenant)),
+        ("log", LogRecord(tenant, device, at(3), "warning", "plc", "fan slow")),
+        (
+            "rollup",
+            Rollup(
+                tenant,
+                device,
+                "temperature",
+                "1m",
+                at(0),
+                at(60),
+                2,
+                1.0,
+                3.0,
+                4.0,
+                2.0,
+                1.0,
+                1.0,
+                3.0,
+                at(1),
+                at(2),
+            ),
+        ),
+        ("anomaly_score", AnomalyScore(tenant, device, "temperature", at(4), 71.5, 0.2, "hst")),
+        (
+            "dead_letter",
+            DeadLetter(
+                at(5), "mqtt", "invalid JSON", "{oops", origin=f"plant/{device}", tenant=tenant
+            ),
+        ),
+    ]
+
+
+def kcat_read(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[dict]:
+    """Every message of a topic as kcat's JSON envelopes (key, headers, payload, partition)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(
+            ["kcat", "-b", bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-J"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        ).stdout
+        messages = [json.loads(line) for line in out.splitlines() if line.strip()]
+        if len(messages) >= expected or time.monotonic() > deadline:
+            return messages
+        time.sleep(0.2)
+
+
+def headers_of(envelope: dict) -> dict[str, str]:
+    """kcat -J gives headers as a flat [name, value, name, value, ...] list."""
+    flat = envelope.get("headers") or []
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def consume_all(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Any]:
+    """Every message of a topic, read with confluent-kafka up to the current end offsets."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    parts = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": unique("test"), "enable.auto.commit": False}
+    )
+    try:
+        tps = [TopicPartition(topic, p, 0) for p in parts]
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in parts
+        }
+        consumer.assign(tps)
+        got: list[Any] = []
+        done = {p for p, end in ends.items() if end == 0}
+        deadline = time.monotonic() + timeout
+        while len(done) < len(parts) and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error():
+                    continue
+                got.append(msg)
+                partition, offset = msg.partition() or 0, msg.offset() or 0
+                if offset + 1 >= ends[partition]:
+                    done.add(partition)
+        return got
+    finally:
+        consumer.close()
+
+
+def delete_topics(bootstrap: str, names: list[str]) -> None:
+    """Remove test topics (best effort)."""
+    if not names:
+        return
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_topics(names, operation_timeout=10).values():
+        with contextlib.suppress(Exception):  # already gone is fine
+            future.result(timeout=10)

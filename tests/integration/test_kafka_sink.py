@@ -1,0 +1,185 @@
+"""The Kafka sink against the real broker, read back by kcat and by confluent-kafka."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSource, run_main
+
+from connectors.kafka_producer import (
+    DELIVERY_ERRORS,
+    REJECTED,
+    SKIPPED,
+    KafkaDeliveryError,
+    KafkaRecordWriter,
+)
+from connectors.kafka_sink import KafkaBatchFlushSink, KafkaOutputSink, make_kafka_sink
+from schemas.kinds import ALL_OUTPUT_KINDS
+from schemas.models import SCHEMA_VERSION, DeadLetter, Reading, adapter, to_json
+from schemas.settings import Settings
+from schemas.sink_kafka import KafkaSinkConfig
+from tests.integration.kafka_tools import (
+    at,
+    consume_all,
+    delete_topics,
+    headers_of,
+    kcat_read,
+    one_of_each,
+    unique,
+)
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def sink_config(kafka_bootstrap: str) -> Iterator[KafkaSinkConfig]:
+    """A sink config whose topics are unique to this test; they are deleted afterwards."""
+    config = KafkaSinkConfig(topic_prefix=unique("sf-test") + ".", partitions=3)
+    yield config
+    delete_topics(kafka_bootstrap, [config.topic_for(k) for k in ALL_OUTPUT_KINDS])
+
+
+def run_sink(sink: Any, items: list[tuple[str, Any]], batch_size: int = 1000) -> None:
+    flow = Dataflow("kafka_sink_test")
+    stream = op.input("in", flow, TestingSource(items, batch_size=batch_size))
+    op.output("kafka", stream, sink)
+    run_main(flow)
+
+
+def test_each_kind_goes_to_its_topic_keyed_by_device_with_headers(
+    sink_config: KafkaSinkConfig, kafka_bootstrap: str, settings: Settings
+) -> None:
+    items = one_of_each("press-1", "plant-a") + one_of_each("press-2", "plant-b")
+    run_sink(KafkaOutputSink(sink_config, settings), items, batch_size=3)
+
+    assert sink_config.topic_for("anomaly_score").endswith(".anomaly_scores")
+    for kind in ALL_OUTPUT_KINDS:
+        topic = sink_config.topic_for(kind)
+        expected = [record for k, record in items if k == kind]
+        # Independent client: kcat.
+        envelopes = kcat_read(kafka_bootstrap, topic, expected=len(expected))
+        assert len(envelopes) == len(expected), topic
+        by_key = {e["key"]: e for e in envelopes}
+        for record in expected:
+            key = (
+                f"{record.tenant}/{record.origin}"
+                if isinstance(record, DeadLetter)
+                else f"{record.tenant}/{record.device}"
+            )
+            envelope = by_key[key]
+            assert headers_of(envelope) == {"schema-version": str(SCHEMA_VERSION), "kind": kind}
+            assert json.loads(envelope["payload"]) == json.loads(to_json(record))
+            # The value is the record's JSON and validates back into the same record.
+            assert adapter(type(record)).validate_json(envelope["payload"]) == record
+
+
+def test_records_read_back_with_confluent_kafka_in_device_order(
+    sink_config: KafkaSinkConfig, kafka_bootstrap: str, settings: Settings
+) -> None:
+    devices = [f"dev-{i}" for i in range(12)]
+    items = [
+        ("telemetry", Reading(devices[i % 12], "speed", at(i), float(i), tenant="t1"))
+        for i in range(3000)
+    ]
+    run_sink(KafkaOutputSink(sink_config, settings), items, batch_size=250)
+
+    messages = consume_all(kafka_bootstrap, sink_config.topic_for("telemetry"))
+    assert len(messages) == 3000
+    partitions: dict[bytes, set[int]] = defaultdict(set)
+    values: dict[bytes, list[float]] = defaultdict(list)
+    for msg in sorted(messages, key=lambda m: (m.partition(), m.offset())):
+        partitions[msg.key()].add(msg.partition())
+        values[msg.key()].append(json.loads(msg.value())["value"])
+        assert dict(msg.headers())["kind"] == b"telemetry"
+    assert set(partitions) == {f"t1/{d}".encode() for d in devices}
+    # One partition per device, and each device's values in the order written.
+    assert all(len(p) == 1 for p in partitions.values())
+    assert len({p for ps in partitions.values() for p in ps}) > 1  # keys do spread
+    for key, seen in values.items():
+        assert seen == sorted(seen), key
+        assert len(seen) == 250
+
+
+def test_batch_flush_sink_writes_the_same(
+    sink_config: KafkaSinkConfig, kafka_bootstrap: str, settings: Settings
+) -> None:
+    batch_config = sink_config.model_copy(update={"flush": "batch"})
+    sink = make_kafka_sink(batch_config, settings)
+    assert isinstance(sink, KafkaBatchFlushSink)
+    items = one_of_each("press-9")
+    run_sink(sink, items, batch_size=2)
+    for kind in ("telemetry", "alarm", "dead_letter"):
+        envelopes = kcat_read(kafka_bootstrap, sink_config.topic_for(kind), expected=1)
+        assert [headers_of(e)["kind"] for e in envelopes] == [kind]
+
+
+def test_only_configured_kinds_are_written(
+    sink_config: KafkaSinkConfig, kafka_bootstrap: str, settings: Settings
+) -> None:
+    config = sink_config.model_copy(update={"kinds": ["alarm"]})
+    writer = KafkaRecordWriter(config, kafka_bootstrap)
+    writer.ensure_topics(kafka_bootstrap)
+    before = SKIPPED.value(kind="telemetry")
+    assert writer.write(one_of_each("press-3")) == 1
+    writer.close()
+    assert SKIPPED.value(kind="telemetry") == before + 1
+    assert len(kcat_read(kafka_bootstrap, config.topic_for("alarm"), expected=1)) == 1
+
+
+def test_record_of_unknown_kind_becomes_a_dead_letter(
+    sink_config: KafkaSinkConfig, kafka_bootstrap: str
+) -> None:
+    writer = KafkaRecordWriter(sink_config, kafka_bootstrap)
+    writer.ensure_topics(kafka_bootstrap)
+    before = REJECTED.value(kind="bogus")
+    reading = Reading("press-4", "temperature", at(1), 1.0)
+    assert writer.write([("bogus", reading)]) == 0
+    writer.close()
+    assert REJECTED.value(kind="bogus") == before + 1
+    [envelope] = kcat_read(kafka_bootstrap, sink_config.topic_for("dead_letter"), expected=1)
+    dead = adapter(DeadLetter).validate_json(envelope["payload"])
+    assert "no topic for output kind 'bogus'" in dead.reason
+    assert json.loads(dead.payload) == json.loads(to_json(reading))
+
+
+def test_delivery_failure_raises_with_a_clear_message() -> None:
+    # Nothing listens on port 1: every message times out after 1.5 s.
+    config = KafkaSinkConfig(
+        topic_prefix=unique("sf-nowhere") + ".",
+        create_topics=False,
+        delivery_timeout=1.5,
+        producer_config={"socket.connection.setup.timeout.ms": 1000},
+    )
+    writer = KafkaRecordWriter(config, "127.0.0.1:1")
+    topic = config.topic_for("telemetry")
+    before = DELIVERY_ERRORS.value(topic=topic, error="_MSG_TIMED_OUT")
+    writer.write([("telemetry", Reading("d", "m", datetime.now(UTC), 1.0))])
+    with pytest.raises(KafkaDeliveryError, match=r"Kafka delivery failed for 1 record"):
+        writer.flush()
+    assert DELIVERY_ERRORS.value(topic=topic, error="_MSG_TIMED_OUT") == before + 1
+    # Sticky: the writer refuses to carry on as if nothing was lost.
+    with pytest.raises(KafkaDeliveryError):
+        writer.write([("telemetry", Reading("d", "m", datetime.now(UTC), 2.0))])
+
+
+def test_delivery_failure_stops_the_dataflow(settings: Settings) -> None:
+    config = KafkaSinkConfig(
+        topic_prefix=unique("sf-nowhere") + ".",
+        bootstrap_servers="127.0.0.1:1",
+        create_topics=False,
+        delivery_timeout=1.5,
+    )
+    items = [("telemetry", Reading("d", "m", at(i), float(i))) for i in range(10)]
+    with pytest.raises(Exception, match="error snapshotting StatefulSink") as raised:
+        run_sink(KafkaOutputSink(config, settings), items)
+    cause = raised.value.__cause__
+    assert isinstance(cause, KafkaDeliveryError)
+    assert "Kafka delivery failed for 10 record(s)" in str(cause)
+    assert "Message timed out" in str(cause)
