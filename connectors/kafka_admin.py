@@ -94,7 +94,9 @@ def ensure_topics(
     example a replication factor above the number of brokers), with the
     broker's reason.
     """
-    specs = list(specs)
+    # One spec per name: confluent-kafka 2.16 crashes (SIGSEGV in its
+    # background thread) on an admin request naming a topic twice.
+    specs = list({s.name: s for s in specs}.values())
     if not specs:
         return {}
     result: dict[str, str] = {}

@@ -52,6 +52,11 @@ errors are logged (at most one line per 10 s per partition) and counted in
 ``streamforge_kafka_consumer_errors_total``, and the partition simply reads
 nothing meanwhile; nothing is raised. An empty payload (a tombstone) goes
 to the decoder like any other and becomes a dead letter with a reason.
+
+**Speed** (``tests/bench/bench_kafka.py``, 2 cores shared with the broker):
+1M small JSON readings from 3 partitions at ~186k messages/s into a
+Bytewax flow, ~44k/s through the decode step as well (decoding is the
+bottleneck, not Kafka). ``produce_raw`` preloads at ~35k readings/s.
 """
 
 from __future__ import annotations

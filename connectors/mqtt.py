@@ -71,17 +71,24 @@ A message taken on one connection is not acknowledged on a later one (its
 packet id may have been reused); the broker redelivers it instead.
 
 **Backpressure.** paho's network thread puts messages into a bounded queue
-(``queue_size``), ``next_batch`` drains it without blocking. With MQTT 5 the
-connect packet's ``ReceiveMaximum`` (``receive_maximum`` <= ``queue_size``)
-makes the broker stop sending QoS 1 messages while that many are
-unacknowledged, so the queue never fills with QoS 1 messages and paho's
-thread never waits: keep-alives flow however slow the dataflow is. (MQTT 3.1.1
-has no such field; the broker's ``max_inflight_messages`` plays that role.)
-When the queue does fill (QoS 0 floods, a broker ignoring the limit), the
-network thread waits for room instead of dropping -- the socket is not read,
-TCP pushes back on the broker -- counted in ``streamforge_mqtt_queue_full_total``
-and logged. A stall longer than 1.5x ``keepalive`` then ends in a disconnect and
-a reconnect, not in a silent drop.
+(``queue_size``), ``next_batch`` drains it without blocking. When the queue
+is full the network thread waits for room instead of dropping anything: the
+socket is not read, TCP pushes back on the broker (counted in
+``streamforge_mqtt_queue_full_total``, logged at most once a minute). MQTT 5's
+``ReceiveMaximum`` (``receive_maximum`` <= ``queue_size``, sent on connect)
+asks the broker to stop sending QoS 1 messages while that many are
+unacknowledged, which would keep the queue from ever filling, so that paho's
+thread never waits and keep-alives flow however slow the dataflow is.
+Measured here: mosquitto 2.0.11 (Debian 12, what ``make up`` runs) keeps to
+it only until acknowledgements flow -- each PUBACK of the oldest in-flight
+message lets it send ``receive_maximum`` more (eclipse-mosquitto/mosquitto
+#2301) -- so on that broker the bounded queue is what holds. (MQTT 3.1.1 has
+no such field; the broker's ``max_inflight_messages`` plays its part, with
+the same bug.) While the flow takes messages, the waits are short and PUBACKs
+and pings go out between them; a flow stalled for longer than 1.5 x
+``keepalive`` with a full queue is disconnected by the broker and reconnects
+when it moves again: QoS 1 messages are redelivered, QoS 0 ones the broker
+dropped are lost.
 
 **Connection.** The source connects when the partition is built: a refused
 connection (bad credentials, not authorised), a refused subscription or a

@@ -14,8 +14,9 @@
 True
 
 Subscriptions are tried in the order they are configured and the first one
-whose template matches wins (overlapping templates are allowed; put the more
-specific one first). Routes are cached per topic: plants reuse the same
+whose template matches wins (the config rejects overlapping templates, since
+an MQTT 5 broker delivers a message once per matching subscription, so at
+most one can match). Routes are cached per topic: plants reuse the same
 topics over and over, and a dictionary lookup is cheaper than splitting and
 matching each time.
 """

@@ -16,11 +16,11 @@ recovery resumes them exactly.
 
 ``build_detector(DetectorConfig(type=...))`` selects one:
 
-- ``default``: :class:`RegimeDetector`, StreamForge's own (about 2 µs per
-  value and 0.5 KB of pickled state per series).
+- ``default``: :class:`~flows.regime_detector.RegimeDetector`, StreamForge's
+  own (about 3 µs per value, 400 bytes of pickled state per series).
 - ``halfspacetrees``: river's ``HalfSpaceTrees`` on min-max scaled values
-  (``n_trees=10, height=8, window_size=250``; ~25 µs per value, tens of KB).
-- ``gaussian``: river's ``GaussianScorer`` (``2 * |CDF(y) - 0.5|``).
+  (``n_trees=10, height=8, window_size=250``; ~50 µs per value, 170 KB per series).
+- ``gaussian``: river's ``GaussianScorer`` (``2 * |CDF(y) - 0.5|``; 4 KB).
 - ``zscore``: river's ``StandardAbsoluteDeviation``, its ``|z|`` mapped to
   [0, 1] so that ``|z| = 4`` scores 0.9.
 """

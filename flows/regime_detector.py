@@ -6,8 +6,8 @@
 >>> det.score_one(300.0, 10.3) < 0.5, det.score_one(301.0, 25.0) > 0.9
 (True, True)
 
-Pure Python, tuned for the hot path: about 2 µs per value and a few hundred
-bytes of pickled state per series (numbers: ``tests/bench/bench_operators.py``;
+Pure Python, tuned for the hot path: about 3 µs per value and 400 bytes of
+pickled state per series (numbers: ``tests/bench/bench_operators.py``;
 quality: ``tests/bench/eval_detector.py``).
 """
 
@@ -44,6 +44,7 @@ def alarm_units_to_score(units: float) -> float:
 #  8 seen    index of the last value that belonged to this regime
 #  9 z99, 10 z50   running 99th percentile and median of |value - fast| / noise
 # 11 s99, 12 s50   the same for |fast - level| / dev1
+# 13 slope   per-value trend of level (Holt), so daily ramps do not read as shifts
 # (the alarm level of a deviation extrapolates its 99th percentile by the ratio
 # of the two, so heavy-tailed series get a higher alarm level than Gaussian ones)
 _NEW_COUNT = 5.0  # a regime born from an accepted change starts as if 5 values old
@@ -65,8 +66,9 @@ WANDER = 0.001
 REPEAT = 0.01
 ACTIVITY = 0.2
 CANDIDATE = 0.1
-# A running percentile q is multiplied by Q_UP when a value is above it and by
-# Q99_DOWN (Q90_DOWN) otherwise: it settles where 1 % (10 %) of values are above.
+# A running 99th percentile is multiplied by Q_UP when a value is above it and
+# by Q99_DOWN otherwise, so it settles where 1 % of values are above; the
+# running median likewise with Q50_UP / Q50_DOWN.
 Q_UP = 1.03
 Q99_DOWN = 1.0 - (1.03 - 1.0) / 99.0
 Q50_UP = 1.03
@@ -86,9 +88,9 @@ def _alarm_level(q99: float, q50: float, minimum: float) -> float:
     """Alarm level of a deviation from its running 99th percentile and median.
 
     Extrapolates the tail as ``0.446 * q99 * (q99 / q50)``: 5.5 for Gaussian
-    noise (about 4.4 sigma) and 18 for Student-t(3) noise (a value that
-    far out has about the same small chance in both), so heavy-tailed
-    series alarm about as rarely as Gaussian ones.
+    noise (so ``minimum``, 6, applies: about 4.8 sigma) and 18 for
+    Student-t(3) noise (a value that far out has about the same small chance
+    in both), so heavy-tailed series alarm about as rarely as Gaussian ones.
     """
     level = 0.446 * q99 * q99 / q50
     return level if level > minimum else minimum
@@ -99,7 +101,7 @@ class RegimeDetector:
 
     It keeps a few *regimes* of the series (e.g. a machine's ``off`` near
     0 kW and ``on`` near 50 kW), each with robust EWMA statistics, plus a
-    short-term context (a fast EWMA and the previous value). Each value is
+    short-term context (a fast Holt level + trend, the previous value). Each value is
     scored on five deviations, each divided by its learned typical size; the
     largest decides the score (:func:`alarm_units_to_score`):
 
@@ -126,11 +128,12 @@ class RegimeDetector:
     re-baselines at the new level, or opens a new regime (at most
     ``max_regimes``, the least recently seen is dropped).
 
-    Parameters (``DetectorConfig.params``): ``accept_after`` (values,
-    default 100), ``max_regimes`` (1-6, default 3), ``warmup`` (first values
-    scored with reduced confidence, default 60; changes are accepted after
-    5 values then) and ``sensitivity`` (multiplies every deviation, default
-    1.0; 1.5 alarms on deviations 1.5x smaller). ``ts`` is not used.
+    Parameters (``DetectorConfig.params``): ``accept_after`` (anomalous
+    values, suspect ones counting half, default 40), ``max_regimes`` (1-6,
+    default 3), ``warmup`` (first values scored with reduced confidence,
+    default 60; changes are accepted after 5 values then) and
+    ``sensitivity`` (multiplies every deviation, default 1.0; 1.5 alarms on
+    deviations 1.5x smaller). ``ts`` is not used.
     """
 
     name = "default"
@@ -156,7 +159,7 @@ class RegimeDetector:
 
     def __init__(
         self,
-        accept_after: int = 100,
+        accept_after: int = 40,
         max_regimes: int = 3,
         warmup: int = 60,
         sensitivity: float = 1.0,
@@ -334,7 +337,8 @@ class RegimeDetector:
                     z99, z50, s99, s50, slope)  # fmt: skip
         else:
             m[8] = n
-            self._streak += 1.0
+            # Suspect values (score 0.5 .. 0.9) count half: a drift gets time to show.
+            self._streak += 1.0 if units >= 1.0 else 0.5
             cand = self._cand
             if cand is None:
                 self._cand = [x, 0.0, 0.0, 1.0]

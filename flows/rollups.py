@@ -140,8 +140,11 @@ def _spec(
 
 
 def _dt(seconds: float) -> datetime:
-    # Works for any epoch offset, including far in the past (fromtimestamp may not).
-    return _EPOCH + timedelta(seconds=seconds)
+    try:
+        return datetime.fromtimestamp(seconds, UTC)  # the fast path
+    except (OverflowError, OSError, ValueError):
+        # Platforms whose C library rejects some (e.g. negative) timestamps.
+        return _EPOCH + timedelta(seconds=seconds)
 
 
 def _merge_into(dst: Acc, src: Acc) -> None:

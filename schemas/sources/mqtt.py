@@ -57,6 +57,21 @@ def parse_topic_template(template: str) -> list[str | None]:
     return result
 
 
+def filters_overlap(first: str, second: str) -> bool:
+    """Whether some topic matches both MQTT topic filters (``+`` one level, ``#`` the rest)."""
+    a, b = first.split("/"), second.split("/")
+    for index in range(max(len(a), len(b))):
+        x = a[index] if index < len(a) else None
+        y = b[index] if index < len(b) else None
+        if x == "#" or y == "#":
+            return True
+        if x is None or y is None:
+            return False
+        if x != y and "+" not in (x, y):
+            return False
+    return True
+
+
 def template_fields(template: str) -> tuple[str, ...]:
     """The field names of a topic template, in level order."""
     return tuple(
@@ -205,6 +220,14 @@ class MqttSourceConfig(BaseModel):
             raise ValueError("give password or password_env, not both")
         if self.shared_group is not None and any(c in self.shared_group for c in "/+#"):
             raise ValueError("shared_group must not contain '/', '+' or '#'")
+        filters = [sub.filter for sub in self.subscriptions]
+        for i, first in enumerate(filters):
+            for second in filters[i + 1 :]:
+                if filters_overlap(first, second):
+                    raise ValueError(
+                        f"subscriptions {first!r} and {second!r} overlap: an MQTT 5 broker"
+                        " delivers a message matching both twice; make the topics disjoint"
+                    )
         return self
 
     def resolved_password(self) -> str | None:

@@ -248,17 +248,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller streams")
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
-    items = int(1_000_000 * scale)
+    items = int(600_000 * scale)
     report: dict[str, Any] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
-        # Every key gets at least 30 values (150 s): its 1m windows close twice.
-        "rollups": [bench_rollups(k, max(items, 30 * k)) for k in (100, 10_000, 100_000)],
+        # Every key gets at least 14 values (70 s): its first 1m window closes.
+        "rollups": [bench_rollups(k, max(items, 14 * k)) for k in (100, 10_000, 100_000)],
         "detectors": [
             bench_detector(kind, int(20_000 * scale))
             for kind in ("default", "zscore", "gaussian", "halfspacetrees")
         ],
-        "bytewax": [bench_bytewax(k, int(300_000 * scale)) for k in (100, 1_000)],
+        "bytewax": [bench_bytewax(k, int(200_000 * scale)) for k in (100, 1_000)],
     }
     print("RollupState.add (1m/5m/1h, 1 % late)")
     print(f"{'keys':>8} {'items':>9} {'µs/item':>9} {'cpu µs':>8} {'out':>8} {'B/key':>7}")

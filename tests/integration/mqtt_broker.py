@@ -319,7 +319,13 @@ class Consumer:
     """``tests/integration/mqtt_consumer.py`` in its own process: a StreamForge MQTT flow."""
 
     def __init__(
-        self, config: dict[str, object], out: Path, *, sink_delay: float = 0.0, epoch: float = 0.2
+        self,
+        config: dict[str, object],
+        out: Path,
+        *,
+        sink_delay: float = 0.0,
+        epoch: float = 0.2,
+        workers: int = 1,
     ) -> None:
         self.out = out
         self.ready = out.with_suffix(".ready")
@@ -329,6 +335,7 @@ class Consumer:
         self.args = [
             sys.executable, "-m", "tests.integration.mqtt_consumer",
             str(self.config_file), str(out), "--sink-delay", str(sink_delay), "--epoch", str(epoch),
+            "--workers", str(workers),
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
 

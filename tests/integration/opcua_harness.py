@@ -53,10 +53,10 @@ class OpcuaTestServer:
     def url(self) -> str:
         return f"opc.tcp://127.0.0.1:{self.port}/streamforge/test"
 
-    def start(self) -> OpcuaTestServer:
-        """Start and wait for ``READY``; else fail the test, showing the server's stderr."""
+    def start(self, *more_args: str) -> OpcuaTestServer:
+        """Start (with ``more_args`` this time) and wait for ``READY``; else fail the test."""
         self.proc = subprocess.Popen(
-            [sys.executable, str(SERVER_SCRIPT), "--port", str(self.port), *self.args],
+            [sys.executable, str(SERVER_SCRIPT), "--port", str(self.port), *self.args, *more_args],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,

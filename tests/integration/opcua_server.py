@@ -162,9 +162,13 @@ def _dv(
 
 
 async def tick_forever(
-    server: Server, ids: dict[str, ua.NodeId], bench: list[ua.NodeId], period: float
+    server: Server,
+    ids: dict[str, ua.NodeId],
+    bench: list[ua.NodeId],
+    period: float,
+    first_tick: int = 0,
 ) -> None:
-    tick = 0
+    tick = first_tick
     stepped = 0.0
     loop = asyncio.get_running_loop()
     next_at = loop.time()
@@ -221,6 +225,7 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--password", default="")
     parser.add_argument("--trusted-cert", help="the only client certificate (DER) accepted")
     parser.add_argument("--bench-vars", type=int, default=0)
+    parser.add_argument("--first-tick", type=int, default=0, help="tells a restarted server apart")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     if args.bench_vars:
@@ -228,7 +233,7 @@ async def main(argv: list[str] | None = None) -> None:
     server, ids, bench = await build_server(args)
     async with server:
         print(f"READY {args.port}", flush=True)
-        await tick_forever(server, ids, bench, args.period_ms / 1000)
+        await tick_forever(server, ids, bench, args.period_ms / 1000, args.first_tick)
 
 
 if __name__ == "__main__":

@@ -50,17 +50,22 @@ def test_raw_topic_to_output_topics_resuming_from_recovery(
             "sinks": [{"type": "kafka", "topic_prefix": prefix, "kinds": ["telemetry"]}],
         }
     )
-    telemetry_topic = config.sinks[0].topic_for("telemetry")  # type: ignore[union-attr]
+    assert config.sinks[0].type == "kafka"
+    telemetry_topic = config.sinks[0].topic_for("telemetry")
     init_db_dir(tmp_path, 1)
     recovery = RecoveryConfig(str(tmp_path))
     try:
         produce_raw(raw(0, 100), raw_topic, settings)
-        run_main(build_flow(config, settings), epoch_interval=timedelta(0), recovery_config=recovery)
+        run_main(
+            build_flow(config, settings), epoch_interval=timedelta(0), recovery_config=recovery
+        )
         assert len(consume_all(kafka_bootstrap, telemetry_topic)) == 100
 
         # More raw data arrives; the resumed flow reads only that (offsets from recovery).
         produce_raw(raw(100, 50), raw_topic, settings)
-        run_main(build_flow(config, settings), epoch_interval=timedelta(0), recovery_config=recovery)
+        run_main(
+            build_flow(config, settings), epoch_interval=timedelta(0), recovery_config=recovery
+        )
 
         envelopes = kcat_read(kafka_bootstrap, telemetry_topic, expected=150)
         assert len(envelopes) == 150
@@ -70,9 +75,6 @@ def test_raw_topic_to_output_topics_resuming_from_recovery(
         assert all(headers_of(e)["kind"] == "telemetry" for e in envelopes)
         assert all(json.loads(e["payload"])["source"] == "kafka" for e in envelopes)
     finally:
-        delete_topics(
-            kafka_bootstrap, [raw_topic] + [prefix + k for k in ("telemetry",)] + [
-                config.sinks[0].topic_for(k)  # type: ignore[union-attr]
-                for k in ALL_OUTPUT_KINDS
-            ]
-        )
+        sink = config.sinks[0]
+        assert sink.type == "kafka"
+        delete_topics(kafka_bootstrap, [raw_topic] + [sink.topic_for(k) for k in ALL_OUTPUT_KINDS])

@@ -11,6 +11,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,9 +34,16 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def run_flow(
-    config: MqttSourceConfig, messages: list[tuple[str, bytes]], url: str, qos: int = 1
+    config: MqttSourceConfig,
+    messages: list[tuple[str, bytes]],
+    url: str,
+    qos: int = 1,
+    step: Callable[[Any], Any] | None = None,
 ) -> list[Any]:
-    """Run source -> decode until ``config.limit`` messages are taken; publish once subscribed."""
+    """Run source -> decode [-> step] until ``config.limit`` messages are taken.
+
+    Publishes ``messages`` from another thread once the source is subscribed.
+    """
     client = f"{config.client_id}-0"
     errors: list[BaseException] = []
 
@@ -61,6 +69,8 @@ def run_flow(
     flow = Dataflow("mqtt_decode_test")
     raw = op.input("mqtt", flow, MqttSource(config))
     decoded = op.flat_map_batch("decode", raw, lambda batch: decode_many(batch, decode))
+    if step is not None:
+        decoded = op.map("step", decoded, step)
     op.output("out", decoded, TestingSink(out))
     run_main(flow, epoch_interval=timedelta(milliseconds=100))
     thread.join(5)
