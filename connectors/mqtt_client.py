@@ -30,6 +30,35 @@ _PLAIN_SCHEMES = {"mqtt": 1883, "tcp": 1883}
 _TLS_SCHEMES = {"mqtts": 8883, "ssl": 8883}
 
 
+class _Client(mqtt.Client):
+    """paho's client, reading up to 256 packets per network-loop round instead of one.
+
+    paho 2.x's ``loop_read`` ignores its ``max_packets`` argument and reads a
+    single packet per ``select()`` round (plus a write and keep-alive pass);
+    draining what the socket already holds cut the CPU per received message
+    by ~40% here (MQTT 5: ~170 -> ~100 µs). Falls back to paho's own
+    ``loop_read`` if its private reader is not there.
+    """
+
+    _BURST = 256
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        read = getattr(self, "_packet_read", None)
+        handle = getattr(self, "_loop_rc_handle", None)
+        if read is None or handle is None:  # a paho without them: its own reader
+            return super().loop_read(max_packets)
+        for _ in range(self._BURST):
+            if self._sock is None:
+                return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = read()
+            if rc > 0:
+                result: mqtt.MQTTErrorCode = handle(rc)
+                return result
+            if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
+                break
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
 class MqttConnectError(RuntimeError):
     """The broker cannot be used: refused the connection or subscription, TLS failed, unreachable.
 
@@ -84,7 +113,7 @@ def build_client(config: MqttSourceConfig, client_id: str, address: BrokerAddres
     MQTT 5 ones by :func:`connect_arguments`.
     """
     v5 = config.protocol == "5"
-    client = mqtt.Client(
+    client = _Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=None if v5 else not config.persistent_session,

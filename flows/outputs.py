@@ -142,9 +142,9 @@ def make_sink(config: SinkConfig, settings: Settings | None = None) -> Sink[Outp
     if config.type == "null":
         return NullSink()
     if config.type == "kafka":
-        from connectors.kafka_sink import KafkaOutputSink
+        from connectors.kafka_sink import make_kafka_sink
 
-        return KafkaOutputSink(config, settings)
+        return make_kafka_sink(config, settings)
     if config.type == "timescale":
         from connectors.timescale import TimescaleSink
 

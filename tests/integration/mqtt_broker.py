@@ -71,6 +71,7 @@ class Mosquitto:
         listener: str = "",
         auth: str = "allow_anonymous true",
         plain_port: bool = False,
+        log_types: str = "all",
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +80,7 @@ class Mosquitto:
         self.plain_port = free_port() if plain_port else None
         self.listener_options = listener
         self.auth = auth
+        self.log_types = log_types.split()
         self.config = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -106,8 +108,8 @@ class Mosquitto:
             "max_inflight_messages 1000\n"
             "max_packet_size 16777216\n"
             "log_dest stdout\n"
-            "log_type all\n"
-            "connection_messages true\n"
+            + "".join(f"log_type {kind}\n" for kind in self.log_types)
+            + "connection_messages true\n"
         )
 
     def start(self) -> None:
