@@ -56,10 +56,11 @@ different ``client_id``).
   session. What remains: (a) duplicates after a crash or reconnect (sinks
   are idempotent upserts); (b) state held inside stateful steps (open rollup
   windows) is only as durable as Bytewax recovery makes it; (c) a sink that
-  buffers past ``write_batch`` returning breaks the chain. Cost: at most
-  ``receive_maximum`` QoS 1 messages per client can be taken per epoch, so run
-  with a short epoch (``python -m bytewax.run ... -s 1``): throughput per client
-  <= receive_maximum / epoch length.
+  buffers past ``write_batch`` returning breaks the chain. Cost: messages stay
+  unacknowledged for up to an epoch, and a broker that honours
+  ``receive_maximum`` sends no more than that many meanwhile, so throughput
+  per client <= receive_maximum / epoch length: run with a short epoch
+  (``python -m bytewax.run ... -s 1``; Bytewax's default is 10 s).
 * ``ack: batch``: the previous batch is acknowledged when the partition is
   polled again, i.e. once Bytewax has taken that batch into the dataflow. A
   crash loses what was taken but not yet written by the sinks (in one worker

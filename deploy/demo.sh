@@ -1,9 +1,52 @@
 #!/usr/bin/env bash
-# `make demo`: run the main job on its built-in default (no configuration):
-# a seeded simulated plant whose classified readings, events, alarms and
-# rollups are printed to stdout. Ctrl-C stops it.
+# `make demo`: the whole product on this machine. Starts Kafka, TimescaleDB and
+# Mosquitto (deploy/services.sh), applies the database migrations, then runs
+# `python -m bytewax.run flows.ingest` as two processes on a simulated plant
+# (deploy/pipeline.demo.yaml) writing to Kafka and TimescaleDB, with alarms
+# and events printed here. Ctrl-C stops the flow; `make down` the services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-echo "== StreamForge demo: python -m bytewax.run flows.ingest (Ctrl-C to stop)"
-exec "$VENV/bin/python" -m bytewax.run flows.ingest
+PY="$VENV/bin/python"
+export STREAMFORGE_CONFIG=${STREAMFORGE_CONFIG:-deploy/pipeline.demo.yaml}
+DB_URL=${STREAMFORGE_DATABASE_URL:-postgresql://streamforge:streamforge@127.0.0.1:5433/streamforge}
+KAFKA=${STREAMFORGE_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
+BASE_PORT=${STREAMFORGE_DEMO_PORT:-2101}
+
+echo "== starting services"
+bash deploy/services.sh up >/dev/null
+echo "== applying database migrations"
+"$PY" -m schemas.migrate --database-url "$DB_URL"
+
+cat <<INFO
+
+== StreamForge demo: flows.ingest, 2 processes, config $STREAMFORGE_CONFIG
+   See the data while it runs (in another terminal):
+     psql $DB_URL -c "SELECT device, metric, tier, window_start, count, round(mean::numeric, 2) AS mean FROM rollups ORDER BY window_start DESC LIMIT 10"
+     kcat -b $KAFKA -C -t streamforge.alarms -o beginning -f '%k %s\n'
+     $PY -m connectors.alerts --from-beginning
+   Ctrl-C stops the flow (the services keep running; \`make down\` stops them).
+
+INFO
+
+pids=()
+stop() {
+    trap - INT TERM
+    echo
+    echo "== stopping the flow"
+    kill -INT "${pids[@]}" 2>/dev/null || true
+    sleep 2
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+    echo "== stopped"
+    exit 0
+}
+trap stop INT TERM
+
+# One -a with every process's address, separated by semicolons.
+addresses="127.0.0.1:$BASE_PORT;127.0.0.1:$((BASE_PORT + 1))"
+for i in 0 1; do
+    "$PY" -m bytewax.run flows.ingest -i "$i" -a "$addresses" &
+    pids+=($!)
+done
+wait "${pids[@]}"

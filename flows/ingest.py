@@ -7,7 +7,7 @@ Run it with the built-in default (a simulated plant printed to stdout)::
 or with a pipeline config, several processes and recovery::
 
     STREAMFORGE_CONFIG=deploy/pipeline.sample.yaml \\
-        python -m bytewax.run flows.ingest -i 0 -a localhost:2101 -a localhost:2102
+        python -m bytewax.run flows.ingest -i 0 -a "localhost:2101;localhost:2102"
 
 The shape of the flow::
 

@@ -1,0 +1,131 @@
+"""The StreamForge REST API: ``uvicorn api.main:app`` (docs at /docs, schema at /openapi.json).
+
+>>> from fastapi.testclient import TestClient
+>>> with TestClient(create_app(ApiSettings())) as client:  # doctest: +SKIP
+...     client.get("/healthz").json()
+{'status': 'ok', 'checks': {}}
+
+On start it applies pending migrations, grants the API database role its
+rights (``schemas/sql/004_api.sql``) and refuses to start if that role is
+missing; it creates the Kafka topics it writes when they are missing and
+carries on without Kafka if the broker is down (``/readyz`` then says so,
+and ingest and alarm actions answer 503 until it is back).
+See ``api/README.md`` for the endpoints, authentication and examples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+
+from api.db import Database
+from api.deps import AppState
+from api.kafka import AsyncProducer
+from api.routers import alarms, devices, events, ingest, keys, ops, readings
+from api.settings import ApiSettings
+from flows.logs import get_logger
+from schemas.config import ConfigError, DecodeConfig, load_pipeline_config
+
+log = get_logger("api.main")
+
+
+def _pipeline_settings(state: AppState) -> None:
+    """Decode limits and manually clearable rules from the pipeline config, if it loads."""
+    rules = set(state.settings.api_manual_clear_rules)
+    decode = DecodeConfig()
+    try:
+        config = load_pipeline_config()
+        rules |= {rule.name for rule in config.alarms if rule.manual_clear}
+        decode = config.decode
+    except ConfigError as exc:
+        log.warning("pipeline config not loaded; using defaults", extra={"error": str(exc)})
+    state.manual_clear_rules = frozenset(rules)
+    state.extras["decode_config"] = decode
+
+
+async def _start(state: AppState) -> None:
+    settings = state.settings
+    await asyncio.to_thread(state.db.prepare, settings.api_migrate)
+    await state.db.open()
+    async with state.db.anonymous() as conn:
+        cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+        state.extras["timescaledb"] = await cur.fetchone() is not None
+    producer = AsyncProducer(settings.kafka_bootstrap_servers)
+    try:
+        topics = [settings.raw_topic, settings.alarms_topic, settings.dead_letters_topic]
+        await asyncio.to_thread(producer.ensure_topics, topics, 3, settings.api_kafka_timeout_s)
+    except Exception as exc:  # Kafka down at start: serve reads; /readyz tells
+        log.warning("kafka topics not checked", extra={"error": str(exc)})
+    state.producer = producer
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """A new API application (tests build one per database)."""
+    settings = settings or ApiSettings()
+    state = AppState(
+        settings=settings,
+        db=Database(
+            settings.database_url,
+            role=settings.api_db_role,
+            min_size=settings.api_pool_min,
+            max_size=settings.api_pool_max,
+        ),
+    )
+    _pipeline_settings(state)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await _start(state)
+        log.info("api started", extra={"step": "start", "timescaledb": state.extras["timescaledb"]})
+        try:
+            yield
+        finally:
+            if state.producer is not None:
+                await asyncio.to_thread(state.producer.close)
+            await state.db.close()
+
+    app = FastAPI(
+        title="StreamForge API",
+        version="1",
+        summary="Devices, readings, rollups, events and alarms of your plant; HTTP ingest.",
+        lifespan=lifespan,
+    )
+    app.state.streamforge = state
+    for module in (ops, devices, readings, events, alarms, ingest, keys):
+        app.include_router(module.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's list of errors, plus one line naming each bad parameter.
+        errors = exc.errors()
+        message = "; ".join(
+            f"{' '.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in errors
+        )
+        detail = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors]
+        return JSONResponse({"message": message, "detail": detail}, status_code=422)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {})["IngestReading"] = (
+                ingest.READING_SCHEMA
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+app = create_app()
+"""The application ``uvicorn api.main:app`` serves (settings from the environment)."""

@@ -1,0 +1,263 @@
+"""Response (and request) models of the REST API, with the examples OpenAPI shows.
+
+>>> Page[ReadingOut](items=[], next_cursor=None).model_dump()
+{'items': [], 'next_cursor': None}
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+_TS = "2026-01-01T00:00:00Z"
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a keyset-paginated list; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    items: list[T]
+    next_cursor: str | None = Field(
+        None, description="Opaque cursor of the next page; null on the last page."
+    )
+
+
+class DeviceOut(_Out):
+    """A device of the caller's tenant: what it measures and its state."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "device": "press-1",
+                "last_seen": _TS,
+                "metrics": ["pressure", "temperature"],
+                "active_alarms": 1,
+            }
+        }
+    )
+
+    device: str
+    last_seen: datetime | None = Field(description="Time of its newest stored reading.")
+    metrics: list[str] = Field(description="Metrics it has readings of, sorted.")
+    active_alarms: int = Field(description="Alarms raised or acknowledged, not yet cleared.")
+
+
+class ReadingOut(_Out):
+    """One stored reading (telemetry)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "device": "press-1",
+                "metric": "temperature",
+                "ts": _TS,
+                "value": 71.5,
+                "quality": "good",
+                "source": "mqtt",
+                "unit": "degC",
+            }
+        }
+    )
+
+    device: str
+    metric: str
+    ts: datetime
+    value: float | bool | str | None
+    quality: str
+    source: str
+    unit: str | None = None
+
+
+class RollupOut(_Out):
+    """Aggregates of one window (a stored tier, or coarser buckets merged from one)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "device": "press-1",
+                "metric": "temperature",
+                "tier": "5m",
+                "window_start": _TS,
+                "window_end": "2026-01-01T00:05:00Z",
+                "count": 300,
+                "min": 70.1,
+                "max": 73.9,
+                "sum": 21450.0,
+                "mean": 71.5,
+                "first": 70.4,
+                "last": 72.2,
+            }
+        }
+    )
+
+    device: str
+    metric: str
+    tier: str = Field(description="The stored tier, or the requested interval when re-bucketed.")
+    window_start: datetime
+    window_end: datetime
+    count: int
+    min: float
+    max: float
+    sum: float
+    mean: float
+    first: float | None = None
+    last: float | None = None
+
+
+class EventOut(_Out):
+    """A discrete change of state of a device's metric."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "device": "press-1",
+                "metric": "state.mode",
+                "ts": _TS,
+                "previous": "idle",
+                "value": "running",
+                "source": "opcua",
+            }
+        }
+    )
+
+    device: str
+    metric: str
+    ts: datetime
+    previous: Any = None
+    value: Any
+    source: str
+
+
+_ALARM_EXAMPLE: dict[str, Any] = {
+    "id": "0f0e9c1e-54b5-5c4e-a3a4-8d0a4b9b4c11",
+    "device": "press-1",
+    "metric": "temperature",
+    "rule": "high_temperature",
+    "kind": "threshold",
+    "severity": "warning",
+    "state": "acknowledged",
+    "transition": "acknowledged",
+    "seq": 2,
+    "ts": "2026-01-01T00:01:00Z",
+    "raised_at": _TS,
+    "value": 82.0,
+    "threshold": 80.0,
+    "message": "temperature 82.0 >= 80.0 (warning)",
+    "acknowledged_at": "2026-01-01T00:01:00Z",
+    "acknowledged_by": "alice",
+    "cleared_at": None,
+    "comment": "checking the pump",
+}
+
+
+class AlarmOut(_Out):
+    """An alarm's current state (its latest transition)."""
+
+    model_config = ConfigDict(json_schema_extra={"example": _ALARM_EXAMPLE})
+
+    id: str
+    device: str
+    metric: str
+    rule: str
+    kind: str
+    severity: str
+    state: str
+    transition: str
+    seq: int
+    ts: datetime
+    raised_at: datetime
+    value: Any = None
+    threshold: float | None = None
+    message: str
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    cleared_at: datetime | None = None
+    comment: str | None = None
+
+
+class AlarmDetail(AlarmOut):
+    """An alarm with every transition it went through, oldest first."""
+
+    transitions: list[AlarmOut]
+
+
+class AcknowledgeIn(BaseModel):
+    """Who acknowledges (default: the caller's key id or token subject) and why."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"by": "alice", "comment": "on it"}}
+    )
+
+    by: str | None = Field(None, min_length=1, max_length=200)
+    comment: str | None = Field(None, max_length=2000)
+
+
+class ClearIn(AcknowledgeIn):
+    """Who clears the alarm by hand and why."""
+
+
+class IngestRejected(BaseModel):
+    """One item of an ingest request that did not become a reading."""
+
+    index: int | None = Field(
+        description="Position in the request's array; null for the whole body."
+    )
+    reason: str
+
+
+class IngestResult(BaseModel):
+    """How many readings were accepted (written to Kafka) and why the others were not."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "accepted": 1,
+                "rejected": 1,
+                "errors": [{"index": 1, "reason": "value: must be a finite number"}],
+            }
+        }
+    )
+
+    accepted: int
+    rejected: int
+    errors: list[IngestRejected]
+
+
+class Health(BaseModel):
+    """Liveness or readiness, with the state of each dependency."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ApiKeyOut(_Out):
+    """An API key's public part (the key itself is shown only once, at creation)."""
+
+    id: str
+    tenant: str
+    role: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    """A new key: ``key`` is shown now and never again (only its hash is stored)."""
+
+    key: str
+
+
+class ApiKeyIn(BaseModel):
+    """A key to create in the caller's tenant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["viewer", "operator", "admin"]
+    name: str = Field("", max_length=200)

@@ -1,0 +1,90 @@
+"""Query parameters shared by the routers: time ranges, page sizes, keyset cursors.
+
+>>> c = encode_cursor({"ts": "2026-01-01T00:00:00+00:00"})
+>>> decode_cursor(c)
+{'ts': '2026-01-01T00:00:00+00:00'}
+
+Every bad value answers 422 naming the parameter (``api/main.py`` adds a
+one-line ``message`` to FastAPI's error list).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Query
+from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime
+
+Name = Annotated[str, Query(min_length=1, max_length=200)]
+Start = Annotated[
+    AwareDatetime | None,
+    Query(
+        description="Inclusive start, ISO 8601 with a UTC offset.",
+        examples=["2026-01-01T00:00:00Z"],
+    ),
+]
+End = Annotated[
+    AwareDatetime | None,
+    Query(
+        description="Exclusive end, ISO 8601 with a UTC offset.", examples=["2026-01-02T00:00:00Z"]
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=10_000, description="Most items in the page.")]
+Cursor = Annotated[
+    str | None, Query(max_length=500, description="The next_cursor of the previous page.")
+]
+
+
+def invalid(param: str, message: str, value: Any = None) -> RequestValidationError:
+    """A 422 for one query parameter, shaped like FastAPI's own."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", param), "msg": message, "input": value}]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """A half-open time range; either end may be open."""
+
+    start: datetime | None
+    end: datetime | None
+
+
+def time_range(start: Start = None, end: End = None) -> TimeRange:
+    """The ``start``/``end`` query parameters; ``start`` must be before ``end``."""
+    if start is not None and end is not None and start >= end:
+        raise invalid("end", "end must be after start", end.isoformat())
+    return TimeRange(start, end)
+
+
+def encode_cursor(position: dict[str, Any]) -> str:
+    """An opaque cursor for a keyset position."""
+    return base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode()
+
+
+def decode_cursor(cursor: str, param: str = "cursor") -> dict[str, Any]:
+    """The keyset position of a cursor; 422 when it is not one of ours."""
+    try:
+        position = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, ValueError, UnicodeError) as exc:
+        raise invalid(param, "not a cursor returned by this API", cursor) from exc
+    if not isinstance(position, dict):
+        raise invalid(param, "not a cursor returned by this API", cursor)
+    return position
+
+
+def cursor_time(position: dict[str, Any], key: str, param: str = "cursor") -> datetime:
+    """A timestamp stored in a cursor."""
+    try:
+        value = datetime.fromisoformat(position[key])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise invalid(param, "not a cursor returned by this API") from exc
+    if value.tzinfo is None:
+        raise invalid(param, "not a cursor returned by this API")
+    return value

@@ -1,0 +1,241 @@
+"""Alarms: list and inspect them, acknowledge them, clear them by hand.
+
+>>> import httpx
+>>> httpx.post("http://127.0.0.1:8000/alarms/0f0e.../acknowledge",
+...            json={"comment": "on it"}, headers={"X-API-Key": "sfk_..."})  # doctest: +SKIP
+
+An action is one more transition of the alarm (``seq`` + 1, as
+:mod:`flows.alarm_lifecycle` numbers them): the ``alarms`` row is updated
+and the transition added to ``alarm_transitions`` in one transaction, which
+commits only after Kafka acknowledged the same :class:`schemas.models.Alarm`
+on the alarms topic (key ``tenant/device``, header ``schema-version``), so
+alert consumers see acknowledgements and clears. Kafka unavailable: 503 and
+nothing changes. A transition the alarm's state does not allow: 409.
+
+Acknowledge: only a ``raised`` alarm. Clear: a ``raised`` or
+``acknowledged`` alarm whose rule allows it: every ``device`` and
+``anomaly`` alarm (the device or detector may be wrong, the operator knows),
+and ``threshold`` alarms of rules with ``manual_clear: true`` in the pipeline
+config (``STREAMFORGE_CONFIG``) or named in ``STREAMFORGE_API_MANUAL_CLEAR_RULES``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import psycopg
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from api.deps import Operator, State, TenantDB
+from api.kafka import Headers, KafkaUnavailableError
+from api.models import AcknowledgeIn, AlarmDetail, AlarmOut, ClearIn, Page
+from api.params import (
+    Cursor,
+    Limit,
+    TimeRange,
+    cursor_time,
+    decode_cursor,
+    encode_cursor,
+    invalid,
+    time_range,
+)
+from schemas.models import SCHEMA_VERSION, Alarm, to_json
+
+router = APIRouter(tags=["alarms"])
+
+_COLUMNS = (
+    "id, seq, tenant, device, metric, rule, kind, severity, state, transition, ts, raised_at,"
+    " value, threshold, message, acknowledged_at, acknowledged_by, cleared_at, comment"
+)
+AlarmId = Annotated[str, Path(min_length=1, max_length=100)]
+StateFilter = Annotated[
+    Literal["active", "raised", "acknowledged", "cleared"] | None,
+    Query(description="active = raised or acknowledged."),
+]
+SeverityFilter = Annotated[
+    list[Literal["info", "warning", "major", "critical"]] | None,
+    Query(description="One or more severities (repeat the parameter)."),
+]
+
+
+@router.get("/alarms", response_model=Page[AlarmOut], summary="List alarms")
+async def list_alarms(
+    conn: TenantDB,
+    rng: Annotated[TimeRange, Depends(time_range)],
+    state: StateFilter = None,
+    severity: SeverityFilter = None,
+    device: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[AlarmOut]:
+    """Alarms raised in ``[start, end)``, newest first, by state, severity and device."""
+    parts: list[sql.Composable] = [sql.SQL("TRUE")]
+    params: dict[str, Any] = {"limit": limit + 1}
+    if state == "active":
+        parts.append(sql.SQL("state <> 'cleared'"))
+    elif state is not None:
+        parts.append(sql.SQL("state = %(state)s"))
+        params["state"] = state
+    if severity:
+        parts.append(sql.SQL("severity = ANY(%(severity)s)"))
+        params["severity"] = list(severity)
+    if device is not None:
+        parts.append(sql.SQL("device = %(device)s"))
+        params["device"] = device
+    if rng.start is not None:
+        parts.append(sql.SQL("raised_at >= %(start)s"))
+        params["start"] = rng.start
+    if rng.end is not None:
+        parts.append(sql.SQL("raised_at < %(end)s"))
+        params["end"] = rng.end
+    if cursor is not None:
+        position = decode_cursor(cursor)
+        params["c_ts"], params["c_id"] = cursor_time(position, "t"), position.get("i")
+        if not isinstance(params["c_id"], str):
+            raise invalid("cursor", "not a cursor returned by this API", cursor)
+        parts.append(sql.SQL("(raised_at, id) < (%(c_ts)s, %(c_id)s)"))
+    query = sql.SQL(
+        "SELECT " + _COLUMNS + " FROM alarms WHERE {} ORDER BY raised_at DESC, id DESC"
+        " LIMIT %(limit)s"
+    ).format(sql.SQL(" AND ").join(parts))
+    rows = await (await conn.execute(query, params)).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if more:
+        next_cursor = encode_cursor({"t": rows[-1]["raised_at"].isoformat(), "i": rows[-1]["id"]})
+    return Page[AlarmOut](items=[AlarmOut(**r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/alarms/{alarm_id}", response_model=AlarmDetail, summary="One alarm and its history")
+async def get_alarm(conn: TenantDB, alarm_id: AlarmId) -> AlarmDetail:
+    """An alarm's current state and every transition, oldest first; 404 if not the caller's."""
+    cur = await conn.execute("SELECT " + _COLUMNS + " FROM alarms WHERE id = %s", (alarm_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise HTTPException(404, f"no alarm {alarm_id!r}")
+    cur = await conn.execute(
+        "SELECT alarm_id AS id, seq, tenant, device, metric, rule, kind, severity, state,"
+        " transition, ts, raised_at, value, threshold, message, acknowledged_at,"
+        " acknowledged_by, cleared_at, comment FROM alarm_transitions WHERE alarm_id = %s"
+        " ORDER BY seq",
+        (alarm_id,),
+    )
+    transitions = [AlarmOut(**r) for r in await cur.fetchall()]
+    return AlarmDetail(**row, transitions=transitions)
+
+
+def _record(row: dict[str, Any]) -> Alarm:
+    fields = {k: v for k, v in row.items() if k in Alarm.__dataclass_fields__}
+    return Alarm(**fields)
+
+
+def clear_allowed(state: State, alarm: Alarm) -> bool:
+    """Whether operators may clear this alarm by hand (see the module docstring)."""
+    return alarm.kind in ("device", "anomaly") or alarm.rule in state.manual_clear_rules
+
+
+_UPDATE = (
+    "UPDATE alarms SET seq = %(seq)s, severity = %(severity)s, state = %(state)s,"
+    " transition = %(transition)s, ts = %(ts)s, value = %(value)s, threshold = %(threshold)s,"
+    " message = %(message)s, acknowledged_at = %(acknowledged_at)s,"
+    " acknowledged_by = %(acknowledged_by)s, cleared_at = %(cleared_at)s, comment = %(comment)s"
+    " WHERE id = %(id)s"
+)
+_INSERT = (
+    "INSERT INTO alarm_transitions (alarm_id, seq, tenant, device, metric, rule, kind, severity,"
+    " state, transition, ts, raised_at, value, threshold, message, acknowledged_at,"
+    " acknowledged_by, cleared_at, comment) VALUES (%(id)s, %(seq)s, %(tenant)s, %(device)s,"
+    " %(metric)s, %(rule)s, %(kind)s, %(severity)s, %(state)s, %(transition)s, %(ts)s,"
+    " %(raised_at)s, %(value)s, %(threshold)s, %(message)s, %(acknowledged_at)s,"
+    " %(acknowledged_by)s, %(cleared_at)s, %(comment)s)"
+)
+
+
+async def _apply(state: State, tenant: str, alarm_id: str, action: str, by: str,
+                 comment: str | None) -> AlarmOut:  # fmt: skip
+    try:
+        async with state.db.tenant(tenant) as conn:
+            cur = await conn.execute(
+                "SELECT " + _COLUMNS + " FROM alarms WHERE id = %s FOR UPDATE", (alarm_id,)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise HTTPException(404, f"no alarm {alarm_id!r}")
+            alarm = _record(row)
+            now = datetime.now(UTC)
+            if action == "acknowledge":
+                if alarm.state != "raised":
+                    raise HTTPException(
+                        409, f"alarm is {alarm.state}; only a raised alarm can be acknowledged"
+                    )
+                alarm.state = alarm.transition = "acknowledged"
+                alarm.acknowledged_at, alarm.acknowledged_by = now, by
+                alarm.cleared_at = None
+            else:
+                if alarm.state == "cleared":
+                    raise HTTPException(409, "alarm is already cleared")
+                if not clear_allowed(state, alarm):
+                    raise HTTPException(
+                        409, f"alarm rule {alarm.rule!r} does not allow manual clear"
+                    )
+                alarm.state = alarm.transition = "cleared"
+                alarm.cleared_at = now
+                alarm.message = f"cleared manually by {by}" + (f": {comment}" if comment else "")
+            if comment is not None:
+                alarm.comment = comment
+            alarm.seq += 1
+            alarm.ts = now
+            values = {f: getattr(alarm, f) for f in Alarm.__dataclass_fields__}
+            values["value"] = Jsonb(alarm.value) if alarm.value is not None else None
+            await conn.execute(_UPDATE, values)
+            await conn.execute(_INSERT, values)
+            if state.producer is None:
+                raise HTTPException(503, "Kafka is not configured; alarm actions need it")
+            headers: Headers = [
+                ("schema-version", str(SCHEMA_VERSION).encode()),
+                ("kind", b"alarm"),
+            ]
+            key = f"{alarm.tenant}/{alarm.device}".encode()
+            # Inside the transaction: a transition Kafka did not take is rolled back.
+            await state.producer.send(state.settings.alarms_topic, [(key, to_json(alarm), headers)])
+    except KafkaUnavailableError as exc:
+        raise HTTPException(503, f"Kafka did not take the alarm transition: {exc}") from exc
+    except psycopg.OperationalError as exc:
+        raise HTTPException(503, f"database unavailable: {exc}") from exc
+    return AlarmOut(**{f: getattr(alarm, f) for f in AlarmOut.model_fields})
+
+
+@router.post(
+    "/alarms/{alarm_id}/acknowledge",
+    response_model=AlarmOut,
+    summary="Acknowledge an alarm",
+    responses={409: {"description": "The alarm is not raised (already acknowledged or cleared)."}},
+)
+async def acknowledge(
+    state: State, caller: Operator, alarm_id: AlarmId, body: AcknowledgeIn | None = None
+) -> AlarmOut:
+    """Acknowledge a raised alarm (operator role); ``by`` defaults to the caller."""
+    body = body or AcknowledgeIn()
+    return await _apply(
+        state, caller.tenant, alarm_id, "acknowledge", body.by or caller.subject, body.comment
+    )
+
+
+@router.post(
+    "/alarms/{alarm_id}/clear",
+    response_model=AlarmOut,
+    summary="Clear an alarm by hand",
+    responses={409: {"description": "Already cleared, or its rule does not allow manual clear."}},
+)
+async def clear(
+    state: State, caller: Operator, alarm_id: AlarmId, body: ClearIn | None = None
+) -> AlarmOut:
+    """Clear a raised or acknowledged alarm whose rule allows it (operator role)."""
+    body = body or ClearIn()
+    return await _apply(
+        state, caller.tenant, alarm_id, "clear", body.by or caller.subject, body.comment
+    )
