@@ -100,6 +100,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.streamforge = state
     for module in (ops, devices, readings, events, alarms, ingest, keys):
         app.include_router(module.router)
+    app.add_middleware(ingest.IngestFastPath)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -261,7 +261,8 @@ def threshold_trackers(
 class AnomalyAlarmTracker(AlarmTrackerBase):
     """Raises an anomaly alarm (kind and rule ``anomaly``) from a series' anomaly scores.
 
-    Raised when ``hold`` consecutive scores are ``>= threshold``; cleared when
+    Raised when ``hold`` consecutive scores are ``>= threshold`` or one score
+    is ``>= instant_threshold`` (spikes last one value); cleared when
     ``clear_hold`` consecutive scores are ``< clear_threshold``. A score that
     breaks a run resets its count (a score between the two thresholds resets
     both). NaN scores are ignored. The alarm's ``value`` is the reading's
@@ -269,7 +270,15 @@ class AnomalyAlarmTracker(AlarmTrackerBase):
     cleared); its severity is ``config.severity``.
     """
 
-    __slots__ = ("_clear_hold", "_clear_threshold", "_count", "_hold", "_severity", "_threshold")
+    __slots__ = (
+        "_clear_hold",
+        "_clear_threshold",
+        "_count",
+        "_hold",
+        "_instant",
+        "_severity",
+        "_threshold",
+    )
     _FIELDS = ("_life", *__slots__)
 
     def __init__(self, config: AnomalyConfig, tenant: str, device: str, metric: str) -> None:
@@ -277,6 +286,7 @@ class AnomalyAlarmTracker(AlarmTrackerBase):
         self._threshold = config.threshold
         self._clear_threshold = config.clear_threshold
         self._hold = config.hold
+        self._instant = config.instant_threshold
         self._clear_hold = config.clear_hold
         self._severity: Severity = config.severity
         self._count = 0
@@ -289,11 +299,12 @@ class AnomalyAlarmTracker(AlarmTrackerBase):
         if life.id is None:
             if score >= self._threshold:
                 self._count += 1
-                if self._count >= self._hold:
+                if self._count >= self._hold or score >= self._instant:
+                    held = self._count
                     self._count = 0
                     message = (
                         f"{life.metric} anomaly score {score:.3f} >= {self._threshold:g}"
-                        f" for {self._hold} consecutive values"
+                        f" for {held} consecutive value{'s' if held > 1 else ''}"
                     )
                     return [life.raise_(ts, self._severity, value, self._threshold, message)]
             else:

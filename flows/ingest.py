@@ -34,6 +34,7 @@ from bytewax.outputs import Sink
 
 from flows.decode import decode_payload
 from flows.logs import configure_logging, get_logger
+from flows.metrics import counter
 from flows.outputs import Output, make_sink
 from flows.series import series_logic_builder
 from flows.sources import make_source
@@ -43,6 +44,11 @@ from schemas.settings import Settings
 from schemas.sinks import ALL_OUTPUT_KINDS, OutputKind
 
 log = get_logger("flows.ingest")
+
+READINGS_IN = counter("streamforge_readings_total", "Valid readings entering the flow, by source")
+DEAD_LETTERS_IN = counter(
+    "streamforge_decode_dead_letters_total", "Payloads or items rejected by decode, by source"
+)
 
 Keyed = tuple[str, Reading]
 
@@ -57,8 +63,11 @@ class Decoder:
         """Decode a batch of source items (``Reading`` or ``RawMessage``)."""
         out: list[Keyed | Output] = []
         append = out.append
+        decoded: dict[str, int] = {}
+        rejected: dict[str, int] = {}
         for item in items:
             if type(item) is Reading:
+                decoded[item.source] = decoded.get(item.source, 0) + 1
                 append((f"{item.tenant}/{item.device}/{item.metric}", item))
             elif type(item) is RawMessage:
                 readings, dead = decode_payload(item, self.config)
@@ -66,12 +75,21 @@ class Decoder:
                     append((f"{r.tenant}/{r.device}/{r.metric}", r))
                 for d in dead:
                     append(("dead_letter", d))
+                decoded[item.source] = decoded.get(item.source, 0) + len(readings)
+                if dead:
+                    rejected[item.source] = rejected.get(item.source, 0) + len(dead)
             else:
                 # A connector bug, not bad data: still never crash the flow.
                 log.error(
                     "unexpected item from a source",
                     extra={"step": "decode", "type": type(item).__name__},
                 )
+        # Counted once per batch and source: a locked counter per item would
+        # cost more than passing a trusted reading through.
+        for source, n in decoded.items():
+            READINGS_IN.inc(n, source=source)
+        for source, n in rejected.items():
+            DEAD_LETTERS_IN.inc(n, source=source)
         return out
 
 

@@ -226,8 +226,10 @@ class AnomalyConfig(_Strict):
     """Online anomaly detection of telemetry and the anomaly alarms it raises.
 
     An anomaly alarm is raised when ``hold`` consecutive scores are at least
-    ``threshold`` and cleared when ``clear_hold`` consecutive scores are
-    below ``clear_threshold``.
+    ``threshold``, or at once by a single score of at least
+    ``instant_threshold`` (a one-value spike can never last ``hold`` values),
+    and cleared when ``clear_hold`` consecutive scores are below
+    ``clear_threshold``.
     """
 
     enabled: bool = True
@@ -235,6 +237,7 @@ class AnomalyConfig(_Strict):
     threshold: float = Field(0.9, gt=0.0, le=1.0)
     clear_threshold: float = Field(0.5, ge=0.0, le=1.0)
     hold: int = Field(2, ge=1)
+    instant_threshold: float = Field(0.99, gt=0.0, le=1.0)
     clear_hold: int = Field(5, ge=1)
     severity: Severity = "warning"
     emit_scores: bool = Field(True, description="emit an AnomalyScore per telemetry value")
@@ -243,6 +246,8 @@ class AnomalyConfig(_Strict):
     def _check(self) -> AnomalyConfig:
         if self.clear_threshold > self.threshold:
             raise ValueError("clear_threshold must be <= threshold")
+        if self.instant_threshold < self.threshold:
+            raise ValueError("instant_threshold must be >= threshold")
         return self
 
 

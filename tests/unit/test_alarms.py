@@ -478,3 +478,11 @@ def test_device_alarm_pickle_mid_alarm() -> None:
     assert t.update(device_reading(1, True)) == []
     (cleared,) = t.update(device_reading(2, False))
     assert (cleared.id, cleared.seq, cleared.transition) == (raised.id, 2, "cleared")
+
+
+def test_anomaly_alarm_single_spike_above_instant_threshold_raises_at_once() -> None:
+    t = anomaly(threshold=0.9, hold=3, instant_threshold=0.99)
+    assert scores(t, [0.95, 0.2]) == []  # one high score below instant: held back
+    (raised,) = scores(t, [0.995], start=2)
+    assert raised.message == "temperature anomaly score 0.995 >= 0.9 for 1 consecutive value"
+    assert raised.ts == at(2)
