@@ -30,8 +30,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from river import anomaly, preprocessing
-
 from flows.regime_detector import RegimeDetector, alarm_units_to_score
 from schemas.config import DetectorConfig
 
@@ -84,6 +82,8 @@ class HalfSpaceTreesDetector(_RiverDetector):
     def __init__(self, **params: Any) -> None:
         options: dict[str, Any] = {"n_trees": 10, "height": 8, "window_size": 250, "seed": 42}
         options.update(params)
+        from river import anomaly, preprocessing  # river takes ~2 s to import: only when used
+
         self.scaler = preprocessing.MinMaxScaler()
         self.model = anomaly.HalfSpaceTrees(**options)
 
@@ -109,6 +109,8 @@ class GaussianDetector(_RiverDetector):
     def __init__(self, **params: Any) -> None:
         options: dict[str, Any] = {"window_size": None, "grace_period": 100}
         options.update(params)
+        from river import anomaly
+
         self.model = anomaly.GaussianScorer(**options)
 
     def _score(self, x: float) -> float:
@@ -130,6 +132,8 @@ class ZScoreDetector(_RiverDetector):
         self.alarm_z = float(alarm_z)
         self.grace_period = int(grace_period)
         self.seen = 0
+        from river import anomaly
+
         self.model = anomaly.StandardAbsoluteDeviation()
 
     def _score(self, x: float) -> float:
