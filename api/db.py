@@ -54,6 +54,9 @@ class Database:
                 min_size=min_size,
                 max_size=max_size,
                 open=False,
+                # A connection broken by a database restart is replaced at
+                # checkout instead of failing the request that drew it.
+                check=AsyncConnectionPool.check_connection,
                 kwargs={
                     "autocommit": True,
                     "row_factory": dict_row,

@@ -27,8 +27,9 @@ from fastapi.responses import JSONResponse
 
 from api.db import Database
 from api.deps import AppState
+from api.flows import FlowSupervisor
 from api.kafka import AsyncProducer
-from api.routers import alarms, devices, events, ingest, keys, ops, readings
+from api.routers import alarms, devices, events, flows, ingest, keys, ops, readings
 from api.settings import ApiSettings
 from flows.logs import get_logger
 from schemas.config import ConfigError, DecodeConfig, load_pipeline_config
@@ -64,6 +65,10 @@ async def _start(state: AppState) -> None:
     except Exception as exc:  # Kafka down at start: serve reads; /readyz tells
         log.warning("kafka topics not checked", extra={"error": str(exc)})
     state.producer = producer
+    if settings.api_supervise_flows:
+        supervisor = FlowSupervisor(settings.database_url, settings.api_flows_dir)
+        supervisor.start()
+        state.extras["supervisor"] = supervisor
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -87,6 +92,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            supervisor = state.extras.get("supervisor")
+            if supervisor is not None:
+                await supervisor.stop()
             if state.producer is not None:
                 await asyncio.to_thread(state.producer.close)
             await state.db.close()
@@ -98,7 +106,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.streamforge = state
-    for module in (ops, devices, readings, events, alarms, ingest, keys):
+    for module in (ops, devices, readings, events, alarms, ingest, keys, flows):
         app.include_router(module.router)
     app.add_middleware(ingest.IngestFastPath)
 

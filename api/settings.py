@@ -43,6 +43,9 @@ class ApiSettings(Settings):
         description="Threshold rules operators may clear, beyond those with manual_clear: true "
         "in the pipeline config.",
     )
+    api_supervise_flows: bool = Field(
+        True, description="Run the flow supervisor in this process (one per database wins)."
+    )
     api_flows_dir: str = Field(
         "/tmp/streamforge-flows", description="Where flow configs and recovery stores are written."
     )

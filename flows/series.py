@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
@@ -47,7 +47,6 @@ class SeriesState:
         "device_alarm",
         "events",
         "kind",
-        "last_seen",
         "rollups",
         "threshold_alarms",
     )
@@ -60,8 +59,6 @@ class SeriesState:
         self.detector: Any = None
         self.anomaly_alarm: AnomalyAlarmTracker | None = None
         self.device_alarm: DeviceAlarmTracker | None = None
-        # Wall-clock time of the last reading: drives the idle flush of rollups.
-        self.last_seen = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -184,15 +181,34 @@ class SeriesLogic(StatefulBatchLogic[Reading, Output, Any]):
     The snapshot is ``(SeriesState, last reading)``: the last reading names
     the series (tenant, device, metric, source) for records emitted by the
     idle flush, when no reading is at hand.
+
+    Idle flush: while a series has rollup windows, it asks Bytewax to wake it
+    ``idle_timeout`` after its last reading (wall clock) and then emits its
+    open windows. The wake-up time is recomputed at most every quarter of
+    ``idle_timeout``, not per batch: building a datetime for every batch of
+    every key cost more than the rollups themselves. So the flush comes
+    between 0.75 and 1 ``idle_timeout`` after the last reading.
     """
+
+    __slots__ = ("_deadline", "_refresh_at", "ident", "idle_timeout", "processor", "state")
 
     def __init__(self, processor: SeriesProcessor, resume: Any | None) -> None:
         self.processor = processor
         self.state: SeriesState | None = None
         self.ident: Reading | None = None
+        self.idle_timeout = processor.config.rollups.idle_timeout
+        self._deadline: datetime | None = None
+        self._refresh_at = 0.0
         if resume is not None:
             self.state, self.ident = resume
-        self.idle_timeout = processor.config.rollups.idle_timeout
+            if self.state is not None and self.state.rollups is not None:
+                # Windows restored from a snapshot get flushed even if the
+                # series never speaks again.
+                self._schedule(time.time())
+
+    def _schedule(self, now: float) -> None:
+        self._deadline = datetime.fromtimestamp(now + self.idle_timeout, UTC)
+        self._refresh_at = now + self.idle_timeout / 4
 
     def on_batch(self, values: list[Reading]) -> tuple[list[Output], bool]:
         """Process a batch of one series' readings."""
@@ -204,7 +220,10 @@ class SeriesLogic(StatefulBatchLogic[Reading, Output, Any]):
         for reading in values:
             process(state, reading, out)
         self.ident = values[-1]
-        state.last_seen = time.time()
+        if state.rollups is not None:
+            now = time.time()
+            if now >= self._refresh_at:
+                self._schedule(now)
         return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Output], bool]:
@@ -212,6 +231,9 @@ class SeriesLogic(StatefulBatchLogic[Reading, Output, Any]):
         out: list[Output] = []
         if self.state is not None:
             self.processor.flush(self.state, out, self.ident)
+        # Nothing to wake up for until the series speaks again.
+        self._deadline = None
+        self._refresh_at = 0.0
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Output], bool]:
@@ -219,11 +241,8 @@ class SeriesLogic(StatefulBatchLogic[Reading, Output, Any]):
         return self.on_notify()
 
     def notify_at(self) -> datetime | None:
-        """Wake after ``idle_timeout`` without data while rollup windows are open."""
-        state = self.state
-        if state is None or state.rollups is None or state.rollups.is_empty():
-            return None
-        return datetime.fromtimestamp(state.last_seen, UTC) + timedelta(seconds=self.idle_timeout)
+        """When to run the idle flush (see the class docstring)."""
+        return self._deadline
 
     def snapshot(self) -> Any:
         """The series state and the last reading (see class docstring)."""

@@ -13,8 +13,10 @@ objects), decoded by :func:`flows.decode.decode_payload` with
 (fields, timestamps, limits of ``decode`` in the pipeline config).
 ``tenant`` defaults to the caller's; a reading naming another tenant is
 rejected. Accepted readings go to the raw topic (``STREAMFORGE_RAW_TOPIC``,
-default ``streamforge.raw``), one message per reading keyed
-``tenant/device``, which a flow with a Kafka source reads; rejected items
+default ``streamforge.raw``) as :class:`schemas.models.Reading` JSON, one
+message per device and request keyed ``tenant/device`` (a JSON object for
+one reading, an array for several), which a flow with a Kafka source
+reads (its decoder takes both; ``source`` becomes ``kafka``); rejected items
 go to the dead-letter topic with their reason as well. The answer comes
 once Kafka acknowledged them (``acks=all``): 200 means stored; 503 means
 Kafka did not take them and the client should retry.
@@ -22,12 +24,14 @@ Kafka did not take them and the client should retry.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import app_state, request_caller
@@ -42,6 +46,8 @@ router = APIRouter(tags=["ingest"])
 ACCEPTED = counter("streamforge_api_ingest_accepted_total", "Readings accepted by POST /ingest")
 REJECTED = counter("streamforge_api_ingest_rejected_total", "Items rejected by POST /ingest")
 
+_MAX_DEAD_PAYLOAD = 64 * 1024
+_READINGS = TypeAdapter(list[Reading])
 _ALL_ACCEPTED = b'{"accepted":%d,"rejected":0,"errors":[]}'
 _ITEM = re.compile(r"^item (\d+): (.*)$", re.DOTALL)
 _READING_HEADERS: Headers = [("schema-version", str(SCHEMA_VERSION).encode()), ("kind", b"reading")]
@@ -171,11 +177,9 @@ async def ingest(request: Request) -> Response:
                     payload=to_json(reading).decode(), origin="http", tenant=caller.tenant,
                 )
             )  # fmt: skip
-    messages: list[Message3] = [
-        (f"{r.tenant}/{r.device}".encode(), to_json(r), _READING_HEADERS) for r in accepted
-    ]
+    messages = _reading_messages(accepted)
     dead_messages: list[Message3] = [
-        (f"{caller.tenant}/http".encode(), to_json(d), _DEAD_HEADERS) for d in dead
+        (f"{caller.tenant}/http".encode(), to_json(_bounded(d)), _DEAD_HEADERS) for d in dead
     ]
     if state.producer is None:
         raise HTTPException(503, "Kafka is not configured; ingest needs it")
@@ -191,6 +195,37 @@ async def ingest(request: Request) -> Response:
     errors.sort(key=lambda e: -1 if e.index is None else e.index)
     result = IngestResult(accepted=len(accepted), rejected=len(errors), errors=errors)
     return Response(result.model_dump_json(), media_type="application/json")
+
+
+def _bounded(dead: DeadLetter) -> DeadLetter:
+    """A dead letter whose payload fits a Kafka message (bodies may reach max_payload_bytes)."""
+    if len(dead.payload) <= _MAX_DEAD_PAYLOAD:
+        return dead
+    return dataclasses.replace(
+        dead,
+        payload=dead.payload[:_MAX_DEAD_PAYLOAD],
+        reason=f"{dead.reason} (payload truncated to {_MAX_DEAD_PAYLOAD} characters)",
+    )
+
+
+def _reading_messages(readings: list[Reading]) -> list[Message3]:
+    """One message per device: its reading as a JSON object, or its readings as an array.
+
+    Keyed ``tenant/device``, so a device's readings keep their order in one
+    partition; an array is what the Kafka source decodes as a batch, and a
+    batch of 1,000 readings of 10 devices is 10 messages, not 1,000.
+    """
+    by_device: dict[str, list[Reading]] = {}
+    for r in readings:
+        by_device.setdefault(f"{r.tenant}/{r.device}", []).append(r)
+    return [
+        (
+            key.encode(),
+            to_json(group[0]) if len(group) == 1 else _READINGS.dump_json(group),
+            _READING_HEADERS,
+        )
+        for key, group in by_device.items()
+    ]
 
 
 def _item_index(good_index: int, bad: list[int]) -> int:

@@ -18,12 +18,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse, urlunparse
 
 import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
-from fastapi.testclient import TestClient
 
 from api.keys import create_key
 from api.main import create_app
@@ -33,6 +33,9 @@ from connectors.timescale_writer import TimescaleWriter
 from flows.alarm_lifecycle import AlarmLifecycle
 from schemas.migrate import migrate
 from schemas.models import Alarm, Event, Reading, Rollup
+
+if TYPE_CHECKING:  # imported lazily: benchmarks use this module without a TestClient
+    from fastapi.testclient import TestClient
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 """Start of the fixture data: readings every second from T0, rollups every minute."""
@@ -63,7 +66,16 @@ def drop_database(base_url: str, url: str) -> None:
     """Drop a test database (its connections are closed by then)."""
     name = urlparse(url).path.lstrip("/")
     with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for attempt in range(50):
+            try:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except (psycopg.errors.ObjectInUse, psycopg.errors.InsufficientPrivilege):
+                # TimescaleDB's per-database scheduler (a superuser's
+                # process, which we may not terminate) is still attached.
+                if attempt == 49:
+                    raise
+                time.sleep(0.2)
 
 
 @dataclass
@@ -182,6 +194,8 @@ def api_settings(world: World, kafka_bootstrap: str, **overrides: object) -> Api
 @pytest.fixture(scope="session")
 def api(api_world: World, kafka_bootstrap: str) -> Iterator[TestClient]:
     """A TestClient of an app on the world's database (lifespan run once per session)."""
+    from fastapi.testclient import TestClient
+
     with TestClient(create_app(api_settings(api_world, kafka_bootstrap))) as client:
         yield client
 

@@ -51,12 +51,14 @@ def test_openapi_documents_every_resource_with_examples(api: TestClient):
     for path in ("/devices", "/devices/{device}", "/readings", "/rollups", "/readings.csv",
                  "/rollups.csv", "/events", "/alarms", "/alarms/{alarm_id}",
                  "/alarms/{alarm_id}/acknowledge", "/alarms/{alarm_id}/clear", "/ingest",
-                 "/healthz", "/readyz", "/metrics", "/keys"):  # fmt: skip
+                 "/healthz", "/readyz", "/metrics", "/keys", "/flows",
+                 "/flows/{name}/restart"):  # fmt: skip
         assert path in spec["paths"], path
     schemas = spec["components"]["schemas"]
     assert schemas["AlarmOut"]["example"]["rule"] == "high_temperature"
     assert "IngestReading" in schemas
     assert {"APIKeyHeader", "HTTPBearer"} <= set(spec["components"]["securitySchemes"])
+    assert api.get("/docs").status_code == 200
 
 
 def test_start_refuses_a_database_user_that_cannot_become_the_api_role(api_world: World):

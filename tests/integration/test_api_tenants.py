@@ -151,9 +151,11 @@ def test_database_role_cannot_read_timescaledb_chunks(api_world: World, api_db):
             "INSERT INTO readings (tenant, device, metric, ts, value, source)"
             " VALUES ('plant-b', 'late', 'm', '2030-01-01T00:00:00Z', 1, 'http')"
         )
-        (new_chunk,) = conn.execute(
+        row = conn.execute(
             "SELECT show_chunks('readings', newer_than => '2029-12-31'::timestamptz)::text"
         ).fetchone()
+        assert row is not None
+        new_chunk = row[0]
         _as_api_role(conn, "plant-a")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(f"SELECT tenant FROM {new_chunk}")

@@ -283,7 +283,8 @@ def test_migrations_apply_once_even_concurrently_and_twice_without_change(
     assert migrate(url) == []
     assert schema_snapshot(url) == before
     assert {row[0] for row in before[0]} >= set(TABLES) | {"schema_migrations"}
-    assert {row[0] for row in before[2]} == set(TABLES)  # one RLS policy per table
+    # every data table has its RLS policy (later migrations may add more tables)
+    assert {row[0] for row in before[2]} >= set(TABLES)
     assert before[4] == sorted(HYPERTABLES)
 
 
