@@ -16,7 +16,8 @@ Acknowledge: only a ``raised`` alarm. Clear: a ``raised`` or
 ``acknowledged`` alarm whose rule allows it: every ``device`` and
 ``anomaly`` alarm (the device or detector may be wrong, the operator knows),
 and ``threshold`` alarms of rules with ``manual_clear: true`` in the pipeline
-config (``STREAMFORGE_CONFIG``) or named in ``STREAMFORGE_API_MANUAL_CLEAR_RULES``.
+config (``STREAMFORGE_CONFIG``) or in one of the tenant's API-managed flows,
+or named in ``STREAMFORGE_API_MANUAL_CLEAR_RULES``.
 """
 
 from __future__ import annotations
@@ -138,6 +139,16 @@ def clear_allowed(state: State, alarm: Alarm) -> bool:
     return alarm.kind in ("device", "anomaly") or alarm.rule in state.manual_clear_rules
 
 
+async def _flow_allows_clear(conn: psycopg.AsyncConnection[Any], rule: str) -> bool:
+    """Whether one of the tenant's API-managed flows has this rule with ``manual_clear: true``."""
+    cur = await conn.execute(
+        "SELECT 1 FROM flows, jsonb_array_elements(config->'alarms') AS a"
+        " WHERE a->>'name' = %s AND a->>'manual_clear' = 'true' LIMIT 1",
+        (rule,),
+    )
+    return await cur.fetchone() is not None
+
+
 _UPDATE = (
     "UPDATE alarms SET seq = %(seq)s, severity = %(severity)s, state = %(state)s,"
     " transition = %(transition)s, ts = %(ts)s, value = %(value)s, threshold = %(threshold)s,"
@@ -178,7 +189,9 @@ async def _apply(state: State, tenant: str, alarm_id: str, action: str, by: str,
             else:
                 if alarm.state == "cleared":
                     raise HTTPException(409, "alarm is already cleared")
-                if not clear_allowed(state, alarm):
+                if not clear_allowed(state, alarm) and not await _flow_allows_clear(
+                    conn, alarm.rule
+                ):
                     raise HTTPException(
                         409, f"alarm rule {alarm.rule!r} does not allow manual clear"
                     )

@@ -25,7 +25,7 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-async def _check(name: str, probe: asyncio.Future[None] | None, timeout: float) -> str:
+async def _check(probe: asyncio.Future[None] | None, timeout: float) -> str:
     if probe is None:
         return "not configured"
     try:
@@ -47,8 +47,8 @@ async def readyz(state: State) -> Response:
     timeout = state.settings.api_kafka_timeout_s
     kafka = asyncio.ensure_future(state.producer.ping(timeout)) if state.producer else None
     checks = {
-        "database": await _check("database", db, 5.0),
-        "kafka": await _check("kafka", kafka, timeout + 1.0),
+        "database": await _check(db, 5.0),
+        "kafka": await _check(kafka, timeout + 1.0),
     }
     ok = all(v == "ok" for v in checks.values())
     health = Health(status="ok" if ok else "unavailable", checks=checks)

@@ -195,6 +195,11 @@ ts_ensure_database() {
 SELECT format('CREATE ROLE %I', :'user')
  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'user') \\gexec
 SELECT format('ALTER ROLE %I LOGIN CREATEDB NOSUPERUSER PASSWORD %L', :'user', :'pass') \\gexec
+-- The REST API runs its queries as this role (SET ROLE), which owns nothing,
+-- so row-level security confines it to the caller's tenant.
+SELECT 'CREATE ROLE streamforge_api NOLOGIN NOINHERIT'
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'streamforge_api') \\gexec
+SELECT format('GRANT streamforge_api TO %I', :'user') \\gexec
 \\c template1
 CREATE EXTENSION IF NOT EXISTS timescaledb;
 \\c postgres

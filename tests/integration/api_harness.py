@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -83,6 +85,7 @@ class World:
     """What the fixture data holds, for assertions."""
 
     url: str
+    flows_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="sf-api-flows-"))
     keys: dict[tuple[str, str], str] = field(default_factory=dict)
     alarms: dict[str, Alarm] = field(default_factory=dict)
     topics: dict[str, str] = field(default_factory=dict)
@@ -156,6 +159,7 @@ def api_world(database_url: str, kafka_bootstrap: str) -> Iterator[World]:
                     ("act_manual", "press-3", "hot_manual", "threshold", 11),
                     ("act_anomaly", "press-3", "anomaly", "anomaly", 12),
                     ("act_critical", "press-3", "hot", "threshold", 13),
+                    ("act_flow_rule", "press-3", "flow_rule", "threshold", 14),
                 ):
                     (alarm,) = _alarm(tenant, device, rule, kind, minute)
                     if name.endswith("_critical"):
@@ -169,6 +173,7 @@ def api_world(database_url: str, kafka_bootstrap: str) -> Iterator[World]:
         yield world
     finally:
         drop_database(database_url, url)
+        shutil.rmtree(world.flows_dir, ignore_errors=True)
         admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
         for future in admin.delete_topics(list(world.topics.values())).values():
             with contextlib.suppress(Exception):  # never created, or already gone
@@ -186,6 +191,7 @@ def api_settings(world: World, kafka_bootstrap: str, **overrides: object) -> Api
         "dead_letters_topic": world.topics["dead_letters"],
         "api_manual_clear_rules": ["hot_manual"],
         "api_key_cache_s": 0.0,
+        "api_flows_dir": world.flows_dir,
     }
     values.update(overrides)
     return ApiSettings(**values)  # type: ignore[arg-type]

@@ -83,6 +83,26 @@ def test_manual_clear_follows_the_rule(api: TestClient, api_world: World, kafka_
         assert record.state == "cleared" and record.comment == "sensor fixed"
 
 
+def test_manual_clear_allowed_by_a_flow_rule(api: TestClient, api_world: World):
+    alarm = api_world.alarms["plant-a:act_flow_rule"]
+    op = api_world.headers(role="operator")
+    assert api.post(f"/alarms/{alarm.id}/clear", headers=op).status_code == 409
+    config = {
+        "sources": [{"type": "simulator"}],
+        "alarms": [{"name": "flow_rule", "metric": "temperature", "levels": {"major": 85},
+                    "manual_clear": True}],
+    }  # fmt: skip
+    admin = api_world.headers(role="admin")
+    created = api.post("/flows", json={"name": "rules", "config": config}, headers=admin)
+    assert created.status_code == 201, created.text
+    try:
+        r = api.post(f"/alarms/{alarm.id}/clear", headers=op)
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "cleared"
+    finally:
+        api.delete("/flows/rules", headers=admin)
+
+
 def test_viewers_cannot_act_and_other_tenants_cannot_see(api: TestClient, api_world: World):
     alarm = api_world.alarms["plant-a:act_critical"]
     r = api.post(f"/alarms/{alarm.id}/acknowledge", headers=api_world.headers(role="viewer"))

@@ -109,7 +109,7 @@ def test_events_filters_and_pagination(api: TestClient, api_world: World):
 def test_alarm_filters(api: TestClient, api_world: World):
     h = api_world.headers()
     everything = api.get("/alarms", headers=h).json()["items"]
-    assert len(everything) == 8
+    assert len(everything) == 9
     assert {a["device"] for a in everything} == {"press-1", "press-2", "press-3"}
     critical = api.get("/alarms", params={"severity": "critical"}, headers=h).json()["items"]
     assert {a["id"] for a in critical} == {
