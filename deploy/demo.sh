@@ -3,7 +3,8 @@
 # Mosquitto (deploy/services.sh), applies the database migrations, then runs
 # `python -m bytewax.run flows.ingest` as two processes on a simulated plant
 # (deploy/pipeline.demo.yaml) writing to Kafka and TimescaleDB, with alarms
-# and events printed here. Ctrl-C stops the flow; `make down` the services.
+# and events printed here, and the REST API (uvicorn api.main:app) beside it.
+# Ctrl-C stops the flow and the API; `make down` the services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -17,6 +18,8 @@ echo "== starting services"
 bash deploy/services.sh up >/dev/null
 echo "== applying database migrations"
 "$PY" -m schemas.migrate --database-url "$DB_URL"
+API_PORT=${STREAMFORGE_DEMO_API_PORT:-8000}
+KEY=$("$PY" -m api.keys create --tenant default --role admin --name "demo-$(date +%s)" 2>/dev/null | head -1)
 
 cat <<INFO
 
@@ -25,11 +28,16 @@ cat <<INFO
      psql $DB_URL -c "SELECT device, metric, tier, window_start, count, round(mean::numeric, 2) AS mean FROM rollups ORDER BY window_start DESC LIMIT 10"
      kcat -b $KAFKA -C -t streamforge.alarms -o beginning -f '%k %s\n'
      $PY -m connectors.alerts --from-beginning
+     curl -H 'X-API-Key: $KEY' 'http://127.0.0.1:$API_PORT/alarms?state=active'
+     curl -H 'X-API-Key: $KEY' 'http://127.0.0.1:$API_PORT/devices'
+   (REST API on http://127.0.0.1:$API_PORT, docs at /docs; that key is an admin key of tenant "default")
    Ctrl-C stops the flow (the services keep running; \`make down\` stops them).
 
 INFO
 
 pids=()
+"$VENV/bin/uvicorn" api.main:app --host 127.0.0.1 --port "$API_PORT" --log-level warning &
+pids+=($!)
 stop() {
     trap - INT TERM
     echo
