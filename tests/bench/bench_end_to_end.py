@@ -348,6 +348,7 @@ def naive(res: Resources, raw: str, seconds: float) -> dict[str, Any]:
         "seconds": round(elapsed, 1),
         "rows": inserted,
         "readings_per_s": round(inserted / elapsed),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
