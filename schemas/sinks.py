@@ -10,7 +10,6 @@ from schemas.kinds import ALL_OUTPUT_KINDS, OutputKind
 from schemas.sink_kafka import KafkaSinkConfig
 from schemas.sink_timescale import TimescaleSinkConfig
 
-
 _READABLE_KINDS: tuple[OutputKind, ...] = (
     "telemetry",
     "event",
