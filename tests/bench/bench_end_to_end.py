@@ -1,36 +1,50 @@
 """End-to-end benchmark: raw Kafka topic -> flows.ingest -> Kafka topics + TimescaleDB.
 
-    python -m tests.bench.bench_end_to_end                  # everything, ~5 minutes
-    python -m tests.bench.bench_end_to_end --readings 200000 --no-latency
+    python -m tests.bench.bench_end_to_end                  # everything, 5-6 minutes
+    python -m tests.bench.bench_end_to_end --readings 200000 --subset 0 --no-latency
     python -m tests.bench.bench_end_to_end --readings 200000 --profile   # cProfile, 1 process
 
-Needs the local services (``make up``). Prints a table and writes
-``tests/bench/reports/end_to_end.json``; nothing is asserted. Each case has
-output topics and a database of its own, dropped at the end.
+Needs the local services (``make up``); the live-traffic parts (gateway,
+alarm watcher, flow runner) are in :mod:`tests.bench.e2e_latency`. Prints
+each case's figures and writes ``tests/bench/reports/end_to_end.json``;
+nothing is asserted. Every case has output topics and a database of its
+own, dropped at the end. The machine's load average is recorded with each
+case: figures taken on a shared 2-core machine swing by 2x with it.
 
 1. **Preload**: ``--readings`` readings of a simulated plant (200 devices x
    17 metrics: telemetry, state events, alarm bits, log lines; replayed
    event time from an hour ago) into a raw topic of 6 partitions, as JSON
    arrays of ``--per-message`` readings of one device per message, keyed by
-   device (so each series stays in order). Arrays make preloading fast and
-   are what a batching gateway sends; ``flows.decode`` takes both.
+   device so that each series stays in order. Arrays make preloading fast
+   and are what a batching gateway sends; ``flows.decode`` takes both.
 2. **Flow, 1 process**: ``python -m bytewax.run flows.ingest`` with the
    default pipeline (classification, threshold alarms, 1m/5m/1h rollups,
-   anomaly scores and alarms) and both sinks (Kafka, every kind; TimescaleDB),
-   ``stop_at_end``. Readings/s = readings / wall time of the process
-   (start-up included) and / time since its partitions were assigned.
-3. **Flow, 2 processes**: the same with ``-i 0|1 -a "host:p1;host:p2"``.
+   anomaly scores and alarms) and both sinks (Kafka, every kind, flushing
+   at snapshots; TimescaleDB), ``stop_at_end``. Readings/s = readings /
+   wall time of the process (start-up included), and / time since its
+   partitions were assigned. Every row and telemetry message is counted.
+3. **Subset** (``--subset`` readings, default 200,000; 0 skips): the
+   1-process run again for comparison, without anomaly scores
+   (``emit_scores: false``: half the output records), and in 2 processes
+   (``-i 0|1 -a "host:p1;host:p2"``) with the Kafka sink's ``flush: batch``
+   (a ``DynamicSink``: with the default snapshot sink every record of a
+   kind crosses to the one worker owning that kind, which measured ~4k
+   readings/s in 2 processes here).
 4. **Passthrough** (the ceiling): one loop consuming the raw topic,
-   decoding with ``flows.decode`` and binary-``COPY``-ing the readings into
+   decoding with ``flows.decode`` and binary-``COPY``-ing every reading into
    the ``readings`` table; no processing, no Kafka output.
-5. **Naive**: one loop, ``json.loads`` and one ``INSERT`` per reading with
-   autocommit, for ``--naive-seconds``.
-6. **Latency**: a live plant at ``--rate`` readings/s (event time = now) with
-   probe series that breach a threshold rule (``min_duration: 0``) every 2 s;
-   latency = the alarm's arrival at a consumer of the alarms topic minus the
-   breaching (or clearing) reading's event time. Three set-ups: the defaults
-   (Kafka sink flushing at snapshots, 10 s epochs), snapshot flush with
-   100 ms epochs, and ``flush: batch`` with 100 ms epochs.
+5. **Naive**: one loop, ``json.loads`` and one autocommitted ``INSERT`` per
+   reading, for ``--naive-seconds``.
+6. **Latency**: a live plant at ``--rate`` readings/s (event time = now;
+   single-reading JSON messages, produced by a process of its own) with 20
+   probe series that breach a threshold rule (``min_duration: 0``) once
+   every 2 s and clear on their next reading. Latency = an alarm's arrival
+   at a consumer of the alarms topic minus the event time of the reading
+   that raised or cleared it. Set-ups: the defaults (sinks TimescaleDB then
+   Kafka, the Kafka sink flushing at snapshots, 10 s epochs); ``flush:
+   batch`` with 100 ms epochs; the defaults with the Kafka sink listed
+   first; the defaults without the TimescaleDB sink; and, as the floor, one
+   Kafka hop (gateway -> raw topic -> consumer) with no flow at all.
 
 Goals (issue 5): >= 50,000 readings/s end to end, >= 0.5 x passthrough,
 >= 10 x naive; event-to-alarm p99 <= 50 ms at 5,000 readings/s.
@@ -42,20 +56,16 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from connectors.kafka_admin import admin_client, ensure_topics
 from connectors.simulator import PlantSimulator
 from connectors.timescale_rows import READINGS, reading_row
 from flows.decode import decode_payload
@@ -63,13 +73,10 @@ from schemas.config import DecodeConfig
 from schemas.migrate import migrate
 from schemas.models import RawMessage, is_number, to_dict
 from schemas.settings import Settings
-from schemas.sink_kafka import TopicSpec
 from schemas.sources.simulator import SimulatorSourceConfig
+from tests.bench.e2e_latency import WORK, Resources, kafka_hop, latency
 from tests.integration.e2e_tools import (
-    REPO,
     FlowProcess,
-    create_database,
-    drop_database,
     output_topics,
     pipeline_config,
     replay_start,
@@ -77,43 +84,10 @@ from tests.integration.e2e_tools import (
     topic_counts,
     unique,
 )
-from tests.integration.kafka_tools import delete_topics
 
 REPORT = Path(__file__).parent / "reports" / "end_to_end.json"
-WORK = Path("/tmp") / "streamforge-bench-e2e"
 RAW_PARTITIONS = 6
 CLASSIFIED = ("log.", "alarm.", "state.")
-
-
-class Resources:
-    """Topics and databases made by the benchmark, removed at the end."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.bootstrap = settings.kafka_bootstrap_servers
-        self.topics: list[str] = []
-        self.databases: list[str] = []
-
-    def raw_topic(self, partitions: int) -> str:
-        topic = unique("sf-bench-raw")
-        ensure_topics(admin_client(self.bootstrap), [TopicSpec(topic, partitions)])
-        self.topics.append(topic)
-        return topic
-
-    def prefix(self) -> str:
-        prefix = unique("sf-bench") + "."
-        self.topics.extend(output_topics(prefix).values())
-        return prefix
-
-    def database(self) -> str:
-        url = create_database(self.settings.database_url)
-        self.databases.append(url)
-        return url
-
-    def close(self) -> None:
-        delete_topics(self.bootstrap, self.topics)
-        for url in self.databases:
-            drop_database(self.settings.database_url, url)
 
 
 # ---------------------------------------------------------------- preload
@@ -352,254 +326,13 @@ def naive(res: Resources, raw: str, seconds: float) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------- latency
-
-PROBES = 20
-PROBE_RULE = {
-    "name": "latency_probe",
-    "metric": "probe",
-    "device": "probe-*",
-    "levels": {"critical": 100.0},
-    "clear_at": 50.0,
-    "min_duration": 0,
-}
-
-
-def live_gateway(bootstrap: str, topic: str, rate: float, seconds: float) -> dict[str, Any]:
-    """Raw readings at ``rate``/s for ``seconds``, event time = now: a live plant plus probes.
-
-    Runs in a process of its own (``--gateway``), so neither its work nor the
-    GIL delays the alarm watcher's clock. Every 10 ms: ``rate / 100``
-    readings stamped with the current time, two of them probe readings;
-    each of the ``PROBES`` probe series sends every 100 ms and breaches
-    (150 against a threshold of 100) once every 2 s, clearing on its next
-    reading. Returns what it produced.
-    """
-    per_tick = max(3, round(rate / 100))
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "acks": "all"})
-    sim = SimulatorSourceConfig(devices=50, metrics=5, rate=0, start=replay_start())
-    plant = PlantSimulator(sim).readings()
-    probe_counts = [0] * PROBES
-    produced = tick = 0
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        wait = started + tick * 0.01 - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        ts = datetime.now(UTC).isoformat()
-        for k in range(per_tick):
-            if k < 2:
-                p = (2 * tick + k) % PROBES
-                value = "150.0" if probe_counts[p] % 20 == p % 20 else "10.0"
-                probe_counts[p] += 1
-                device, metric = f"probe-{p:02d}", "probe"
-            else:
-                r = next(plant)
-                device, metric, value = r.device, r.metric, json.dumps(r.value)
-            body = f'{{"device":"{device}","metric":"{metric}","value":{value},"ts":"{ts}"}}'
-            while True:
-                try:
-                    producer.produce(topic, body.encode(), f"default/{device}".encode())
-                    break
-                except BufferError:
-                    producer.poll(0.01)
-            produced += 1
-        producer.poll(0)
-        tick += 1
-    elapsed = time.monotonic() - started
-    producer.flush(30)
-    return {"produced": produced, "seconds": elapsed}
-
-
-class ProbeWatcher(threading.Thread):
-    """Reads a topic as it fills; records (event time, arrival) of records with ``field == value``.
-
-    Arrival is the wall time a consume call returned the record (this
-    thread's process does nothing else, so its clock reading is prompt).
-    """
-
-    def __init__(self, bootstrap: str, topic: str, field: str, value: str) -> None:
-        super().__init__(daemon=True, name=f"watch-{topic}")
-        self.topic, self.field, self.value = topic, field, value
-        self.stop = threading.Event()
-        self.samples: list[tuple[float, float]] = []  # (event time, arrival) in epoch s
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": unique("bench-watch"),
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
-            }
-        )
-
-    def run(self) -> None:
-        """Consume until stopped (the sink creates its topics when their first record comes)."""
-        parts: Any = None
-        while not parts and not self.stop.is_set():
-            topic = self.consumer.list_topics(timeout=10).topics.get(self.topic)
-            parts = topic.partitions if topic is not None and topic.error is None else None
-            time.sleep(0.05)
-        self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
-        needle = self.value.encode()
-        while not self.stop.is_set():
-            msgs = self.consumer.consume(1000, 0.05)
-            arrived = time.time()
-            for msg in msgs:
-                value = msg.value()
-                if msg.error() or not value or needle not in value:
-                    continue
-                record = json.loads(value)
-                if record.get(self.field) == self.value:
-                    event = datetime.fromisoformat(record["ts"]).timestamp()
-                    self.samples.append((event, arrived))
-        self.consumer.close()
-
-    def figures(self, since: float) -> dict[str, Any]:
-        """Count and percentiles (ms) of the latencies of records with event time >= since."""
-        ms = sorted((a - e) * 1000 for e, a in self.samples if e >= since)
-        if not ms:
-            return {"measured": 0}
-        return {
-            "measured": len(ms),
-            "p50_ms": round(statistics.median(ms), 1),
-            "p90_ms": round(ms[int(0.90 * (len(ms) - 1))], 1),
-            "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 1),
-            "max_ms": round(ms[-1], 1),
-        }
-
-
-def run_gateway(raw: str, rate: float, seconds: float) -> dict[str, Any]:
-    """The live gateway in a process of its own; what it produced."""
-    gateway = subprocess.run(
-        [
-            sys.executable, "-m", "tests.bench.bench_end_to_end", "--gateway", raw,
-            "--rate", str(rate), "--latency-seconds", str(seconds),
-        ],
-        capture_output=True, check=True, text=True, cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
-    figures: dict[str, Any] = json.loads(gateway.stdout.strip().splitlines()[-1])
-    return figures
-
-
-def kafka_hop(res: Resources, rate: float, seconds: float) -> dict[str, Any]:
-    """The floor: gateway -> raw topic -> consumer, one Kafka hop, no flow."""
-    raw = res.raw_topic(3)
-    watcher = ProbeWatcher(res.bootstrap, raw, "metric", "probe")
-    watcher.start()
-    offered = run_gateway(raw, rate, 5.0 + seconds)
-    since = time.time() - seconds
-    time.sleep(1.0)
-    watcher.stop.set()
-    watcher.join(30)
-    return {
-        "offered_readings_per_s": round(offered["produced"] / offered["seconds"]),
-        "probe_readings": watcher.figures(since),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }
-
-
-def wait_for_log(flow: FlowProcess, message: str, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if flow.log_path.exists() and flow.log_path.read_text().count(message) >= count:
-            return
-        if not flow.alive():
-            raise RuntimeError(f"flow exited:\n{flow.log_tail()}")
-        time.sleep(0.1)
-    raise RuntimeError(f"flow not ready ({message!r}):\n{flow.log_tail()}")
-
-
-def latency(
-    res: Resources,
-    mode: str,
-    flush: str,
-    epoch_ms: int | None,
-    rate: float,
-    seconds: float,
-    database: bool = True,
-) -> dict[str, Any]:
-    """Event-to-alarm latency at a steady ``rate`` for ``seconds`` after a 5 s warm-up.
-
-    ``epoch_ms=None`` runs ``python -m bytewax.run flows.ingest`` (10 s
-    epochs); otherwise the flow runs with that epoch interval.
-    ``database=False`` drops the TimescaleDB sink (Kafka only).
-    """
-    raw, prefix = res.raw_topic(3), res.prefix()
-    url = res.database() if database else None
-    config = pipeline_config(raw, url, prefix, stop_at_end=False, kafka_flush=flush)
-    config["alarms"] = [
-        {
-            "name": "high_temperature",
-            "metric": "temperature",
-            "levels": {"warning": 80.0, "critical": 95.0},
-            "clear_at": 75.0,
-            "min_duration": 3.0,
-        },
-        PROBE_RULE,
-    ]
-    workdir = WORK / f"latency-{mode}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    launcher = None
-    if epoch_ms is not None:
-        launcher = ["-m", "tests.bench.bench_end_to_end", "--child", "--epoch-ms", str(epoch_ms)]
-    flow = FlowProcess(config, workdir, recovery=False, launcher=launcher)
-    flow.start()
-    watcher = ProbeWatcher(res.bootstrap, output_topics(prefix)["alarm"], "rule", "latency_probe")
-    try:
-        wait_for_log(flow, "kafka partition assigned", 3, 60)
-        watcher.start()
-        offered = run_gateway(raw, rate, 5.0 + seconds)
-        since = time.time() - seconds
-        time.sleep(2.0 if epoch_ms is not None else 12.0)  # let the last alarms arrive
-        watcher.stop.set()
-        watcher.join(30)
-        alive = flow.alive()
-    finally:
-        flow.stop()
-    return {
-        "kafka_flush": flush,
-        "epoch_interval_ms": epoch_ms if epoch_ms is not None else 10_000,
-        "timescale_sink": database,
-        "offered_readings_per_s": round(offered["produced"] / offered["seconds"]),
-        # 20 probes, each raising and clearing once per 2 s: ~20 alarm transitions/s.
-        "alarms_expected_about": round(PROBES * seconds),
-        "alarms": watcher.figures(since),
-        "flow_alive": alive,
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }
-
-
-def child(epoch_ms: int, profile: Path | None) -> None:
-    """The flow in this process with a chosen epoch interval (``bytewax.run`` takes whole s)."""
-    from bytewax.run import cli_main
-
-    from flows.ingest import flow_from_environment
-
-    flow = flow_from_environment()
-    run = lambda: cli_main(flow, epoch_interval=timedelta(milliseconds=epoch_ms))  # noqa: E731
-    if profile is None:
-        run()
-        return
-    import cProfile
-    import pstats
-
-    profiler = cProfile.Profile()
-    try:
-        profiler.runcall(run)
-    finally:  # also after Ctrl-C (SIGINT) of a flow that runs forever
-        profiler.dump_stats(profile)
-        stats = pstats.Stats(str(profile))
-        stats.sort_stats("tottime").print_stats(30)
-
-
 def profile_flow(res: Resources, raw: str) -> None:
     """The 1-process flow under cProfile (in one process: the profile sees every step)."""
     url, prefix = res.database(), res.prefix()
     workdir = WORK / "profile"
     workdir.mkdir(parents=True, exist_ok=True)
     out = workdir / "flow.prof"
-    launcher = ["-m", "tests.bench.bench_end_to_end", "--child", "--epoch-ms", "10000"]
+    launcher = ["-m", "tests.bench.e2e_latency", "--child", "--epoch-ms", "10000"]
     flow = FlowProcess(
         pipeline_config(raw, url, prefix, stop_at_end=True),
         workdir,
@@ -620,7 +353,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--readings", type=int, default=1_000_000)
     parser.add_argument("--per-message", type=int, default=100)
-    parser.add_argument("--naive-seconds", type=float, default=30.0)
+    parser.add_argument("--naive-seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=5000.0, help="latency: readings/s")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--no-latency", action="store_true")
@@ -630,21 +363,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=200_000,
         help="readings for the slower variants (2 processes, no scores); 0 skips them",
     )
-    parser.add_argument("--profile", nargs="?", const="", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--gateway", help=argparse.SUPPRESS)
-    parser.add_argument("--epoch-ms", type=int, default=10_000, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--profile", action="store_true", help="only the 1-process flow, under cProfile"
+    )
     args = parser.parse_args(argv)
-    if args.gateway:
-        figures = live_gateway(
-            Settings().kafka_bootstrap_servers, args.gateway, args.rate, args.latency_seconds
-        )
-        print(json.dumps(figures))
-        return figures
-    if args.child:
-        child(args.epoch_ms, Path(args.profile) if args.profile else None)
-        return {}
-
     settings = Settings()
     res = Resources(settings)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -661,7 +383,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raw = res.raw_topic(RAW_PARTITIONS)
         report["preload"] = pre = preload(res.bootstrap, raw, args.readings, args.per_message)
         print(f"preload: {pre}", flush=True)
-        if args.profile is not None:
+        if args.profile:
             profile_flow(res, raw)
             return report
         n, telemetry = args.readings, pre["telemetry_readings"]
@@ -694,13 +416,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         if not args.no_latency:
             report["latency"] = {}
-            for mode, flush, epoch, database in (
-                ("default_snapshot_flush_10s_epochs", "snapshot", None, True),
-                ("batch_flush_100ms_epochs", "batch", 100, True),
-                ("default_without_timescale_sink", "snapshot", None, False),
+            for mode, flush, epoch, database, kafka_first in (
+                ("default_snapshot_flush_10s_epochs", "snapshot", None, True, False),
+                ("batch_flush_100ms_epochs", "batch", 100, True, False),
+                ("default_kafka_sink_listed_first", "snapshot", None, True, True),
+                ("default_without_timescale_sink", "snapshot", None, False, False),
             ):
                 figures = latency(
-                    res, mode, flush, epoch, args.rate, args.latency_seconds, database
+                    res, mode, flush, epoch, args.rate, args.latency_seconds, database, kafka_first
                 )
                 report["latency"][mode] = figures
                 print(f"latency {mode}: {figures}", flush=True)
