@@ -36,7 +36,7 @@ from flows.decode import decode_payload
 from flows.logs import configure_logging, get_logger
 from flows.metrics import counter
 from flows.outputs import Output, make_sink
-from flows.series import series_logic_builder
+from flows.series import bucket_of, series_logic_builder
 from flows.sources import make_source
 from schemas.config import ConfigError, DecodeConfig, PipelineConfig, load_pipeline_config
 from schemas.models import RawMessage, Reading
@@ -56,23 +56,34 @@ Keyed = tuple[str, Reading]
 class Decoder:
     """The ``decode`` step: readings keyed by series, dead letters as outputs."""
 
-    def __init__(self, config: DecodeConfig) -> None:
+    def __init__(self, config: DecodeConfig, buckets: int) -> None:
         self.config = config
+        self.buckets = buckets
+        # series key -> bucket key; bounded by the number of series (crc32 once each)
+        self._bucket: dict[str, str] = {}
+
+    def _key(self, reading: Reading) -> str:
+        series = f"{reading.tenant}/{reading.device}/{reading.metric}"
+        bucket = self._bucket.get(series)
+        if bucket is None:
+            bucket = self._bucket[series] = bucket_of(series, self.buckets)
+        return bucket
 
     def __call__(self, items: list[Any]) -> list[Keyed | Output]:
         """Decode a batch of source items (``Reading`` or ``RawMessage``)."""
         out: list[Keyed | Output] = []
         append = out.append
+        key = self._key
         decoded: dict[str, int] = {}
         rejected: dict[str, int] = {}
         for item in items:
             if type(item) is Reading:
                 decoded[item.source] = decoded.get(item.source, 0) + 1
-                append((f"{item.tenant}/{item.device}/{item.metric}", item))
+                append((key(item), item))
             elif type(item) is RawMessage:
                 readings, dead = decode_payload(item, self.config)
                 for r in readings:
-                    append((f"{r.tenant}/{r.device}/{r.metric}", r))
+                    append((key(r), r))
                 for d in dead:
                     append(("dead_letter", d))
                 decoded[item.source] = decoded.get(item.source, 0) + len(readings)
@@ -129,7 +140,7 @@ def build_flow(
     inputs = [op.input(f"in_{i}", flow, src) for i, src in enumerate(sources)]
     raw: Stream[Any] = inputs[0] if len(inputs) == 1 else op.merge("inputs", *inputs)
 
-    decoded = op.flat_map_batch("decode", raw, Decoder(config.decode))
+    decoded = op.flat_map_batch("decode", raw, Decoder(config.decode, config.series_buckets))
     split = op.branch("split_decoded", decoded, _is_reading)
     keyed: Stream[Keyed] = split.trues
     dead: Stream[Output] = split.falses

@@ -270,6 +270,13 @@ class PipelineConfig(_Strict):
     rollups: RollupConfig = Field(default_factory=RollupConfig)
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
     sinks: list[SinkConfig] = Field(default_factory=_default_sinks, min_length=1)
+    series_buckets: int = Field(
+        64,
+        ge=1,
+        le=65536,
+        description="keys of the per-series step; series are spread over workers by bucket. "
+        "Changing it breaks resuming from an existing recovery store.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:

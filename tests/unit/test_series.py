@@ -1,4 +1,4 @@
-"""The keyed series step outside Bytewax: idle flush scheduling and resume."""
+"""The series step outside Bytewax: buckets, idle flush scheduling and resume."""
 
 from __future__ import annotations
 
@@ -6,30 +6,53 @@ import pickle
 import time
 from datetime import UTC, datetime, timedelta
 
-from flows.series import SeriesLogic, SeriesProcessor
+from flows.series import SeriesBucketLogic, SeriesProcessor, bucket_of
 from schemas.config import PipelineConfig
 from schemas.models import Reading, Rollup
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _readings(n: int, start: int = 0) -> list[Reading]:
+def _readings(n: int, start: int = 0, device: str = "pump-1") -> list[Reading]:
     return [
-        Reading("pump-1", "pressure", T0 + timedelta(seconds=i), 2.0 + i % 3)
+        Reading(device, "pressure", T0 + timedelta(seconds=i), 2.0 + i % 3)
         for i in range(start, start + n)
     ]
 
 
-def test_idle_series_is_woken_after_idle_timeout_and_flushes_its_windows() -> None:
+def test_buckets_are_stable_and_spread_series() -> None:
+    keys = [f"default/dev-{i}/pressure" for i in range(1000)]
+    buckets = [bucket_of(k, 64) for k in keys]
+    assert buckets == [bucket_of(k, 64) for k in keys]  # no per-process hash seed
+    assert len(set(buckets)) == 64
+
+
+def test_one_bucket_keeps_each_series_apart() -> None:
+    logic = SeriesBucketLogic(SeriesProcessor(PipelineConfig()), None)
+    mixed = [
+        r for pair in zip(_readings(30), _readings(30, device="pump-2"), strict=True) for r in pair
+    ]
+    logic.on_batch(mixed)
+    out, _ = logic.on_eof()
+    minutes = sorted(
+        (r.device, r.count) for _, r in out if isinstance(r, Rollup) and r.tier == "1m"
+    )
+    assert minutes == [("pump-1", 30), ("pump-2", 30)]
+
+
+def test_quiet_series_is_flushed_after_idle_timeout() -> None:
     config = PipelineConfig()
     config.rollups.idle_timeout = 40.0
-    logic = SeriesLogic(SeriesProcessor(config), None)
+    logic = SeriesBucketLogic(SeriesProcessor(config), None)
     before = time.time()
     out, _ = logic.on_batch(_readings(30))
     assert not [r for _, r in out if isinstance(r, Rollup)]  # the minute is still open
     wake = logic.notify_at()
     assert wake is not None
     assert before + 30 <= wake.timestamp() <= time.time() + 40
+    early, _ = logic.on_notify()  # woken too early: the series spoke just now
+    assert not [r for _, r in early if isinstance(r, Rollup)]
+    logic.last_seen["default/pump-1/pressure"] -= 40  # as if 40 s passed in silence
     flushed, _ = logic.on_notify()
     rollups = [r for _, r in flushed if isinstance(r, Rollup)]
     assert {r.tier for r in rollups} == {"1m", "5m", "1h"}
@@ -37,14 +60,14 @@ def test_idle_series_is_woken_after_idle_timeout_and_flushes_its_windows() -> No
     assert logic.notify_at() is None  # nothing open: no more wake-ups
 
 
-def test_resumed_state_continues_and_still_flushes() -> None:
+def test_resumed_bucket_continues_and_still_flushes() -> None:
     processor = SeriesProcessor(PipelineConfig())
-    logic = SeriesLogic(processor, None)
+    logic = SeriesBucketLogic(processor, None)
     logic.on_batch(_readings(20))
     snapshot = pickle.loads(pickle.dumps(logic.snapshot()))
-    resumed = SeriesLogic(processor, snapshot)
+    resumed = SeriesBucketLogic(processor, snapshot)
     assert resumed.notify_at() is not None  # restored windows get flushed eventually
     resumed.on_batch(_readings(10, start=20))
-    flushed, _ = resumed.on_notify()
+    flushed, _ = resumed.on_eof()
     minute = next(r for _, r in flushed if isinstance(r, Rollup) and r.tier == "1m")
     assert minute.count == 30 and minute.first_ts == T0
