@@ -37,7 +37,7 @@ from flows.events import EventDetector
 from flows.outputs import Output
 from flows.rollups import RollupState
 from schemas.config import PipelineConfig
-from schemas.models import AnomalyScore, Reading, is_number
+from schemas.models import AnomalyScore, Reading, Rollup, is_number
 
 
 class SeriesState:
@@ -174,7 +174,7 @@ class SeriesProcessor:
 
 def _kind_of(record: Any) -> str:
     # Rollups emit Rollup records and late DeadLetters.
-    return "rollup" if type(record).__name__ == "Rollup" else "dead_letter"
+    return "rollup" if type(record) is Rollup else "dead_letter"
 
 
 def bucket_of(series: str, buckets: int) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +25,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.durations import parse_duration
 from schemas.models import RecordKind, Severity
 from schemas.sinks import SinkConfig, StdoutSinkConfig
 from schemas.sources.kafka import KafkaSourceConfig
@@ -35,19 +35,6 @@ from schemas.sources.opcua import OpcuaSourceConfig
 from schemas.sources.simulator import SimulatorSourceConfig
 
 ENV_PREFIX = "STREAMFORGE_PIPELINE__"
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str | float | int) -> float:
-    """Seconds in a duration such as ``"500ms"``, ``"90s"``, ``"5m"``, ``"1h"`` or a number."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        return float(text)
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 500ms, 30s, 5m, 1h or 1d")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 class _Strict(BaseModel):

@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.durations import parse_duration
 from schemas.kinds import ALL_OUTPUT_KINDS, OutputKind
 
 TOPIC_SUFFIX: dict[str, str] = {
@@ -54,18 +55,11 @@ TOPIC_SUFFIX: dict[str, str] = {
 """The default topic name of each output kind, after ``topic_prefix``."""
 
 
-def _seconds(value: Any) -> float:
-    # Imported here: schemas.config imports this module (through schemas.sinks).
-    from schemas.config import parse_duration
-
-    return parse_duration(value)
-
-
 def retention_ms(value: str | float | int) -> int:
     """Kafka's ``retention.ms`` of a duration (``"7d"``, ``"12h"``), -1 for ``"forever"``."""
     if isinstance(value, str) and value.strip().lower() == "forever":
         return -1
-    ms = round(_seconds(value) * 1000)
+    ms = round(parse_duration(value) * 1000)
     if ms <= 0:
         raise ValueError(f"retention {value!r} must be positive (or 'forever')")
     return ms
@@ -136,7 +130,7 @@ class KafkaSinkConfig(BaseModel):
     @field_validator("linger", "delivery_timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
-        return _seconds(value)
+        return parse_duration(value)
 
     @field_validator("retention", mode="before")
     @classmethod

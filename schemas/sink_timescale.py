@@ -35,14 +35,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.durations import parse_duration
 from schemas.kinds import ALL_OUTPUT_KINDS, OutputKind
-
-
-def _seconds(value: Any) -> float:
-    # Imported here: schemas.config imports this module (through schemas.sinks).
-    from schemas.config import parse_duration
-
-    return parse_duration(value)
 
 
 class RetentionDays(BaseModel):
@@ -121,4 +115,4 @@ class TimescaleSinkConfig(BaseModel):
     )
     @classmethod
     def _duration(cls, value: Any) -> Any:
-        return value if value is None else _seconds(value)
+        return value if value is None else parse_duration(value)

@@ -29,12 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-
-def _seconds(value: Any) -> float:
-    # Imported here: schemas.config imports this module.
-    from schemas.config import parse_duration
-
-    return parse_duration(value)
+from schemas.durations import parse_duration
 
 
 class KafkaSourceConfig(BaseModel):
@@ -68,7 +63,7 @@ class KafkaSourceConfig(BaseModel):
     @field_validator("idle_wait", "connect_timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
-        return _seconds(value)
+        return parse_duration(value)
 
     @field_validator("retention", mode="before")
     @classmethod

@@ -93,8 +93,8 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 def _seconds(value: Any) -> Any:
     """A duration as seconds: numbers pass through, ``"250ms"``, ``"2s"``, ``"1m"`` convert.
 
-    Same grammar as ``schemas.config.parse_duration``, which cannot be
-    imported here: ``schemas.config`` imports this module.
+    The grammar of ``schemas.durations.parse_duration`` without days (a poll
+    interval or timeout of days is a typo), and numbers are left to pydantic.
     """
     if not isinstance(value, str):
         return value
