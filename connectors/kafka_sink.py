@@ -84,6 +84,7 @@ from bytewax.outputs import (
 
 from connectors.kafka_producer import KIND_BY_TYPE, KafkaDeliveryError, KafkaRecordWriter
 from flows.logs import get_logger
+from flows.outputs import iter_outputs
 from schemas.kinds import ALL_OUTPUT_KINDS
 from schemas.settings import Settings
 from schemas.sink_kafka import KafkaSinkConfig
@@ -151,9 +152,16 @@ class KafkaKindPartition(StatefulSinkPartition[Any, None]):
         self.kind = kind
 
     def write_batch(self, values: list[Any]) -> None:
-        """Queue a batch of records (the kind is taken from each record's type)."""
+        """Queue a batch of records or chunks of records (the kind is taken from each
+        record's type)."""
         kinds = KIND_BY_TYPE
-        self.writer.write([(kinds.get(type(r)) or _unknown(r), r) for r in values])
+        records: list[Any] = []
+        for value in values:
+            if type(value) is list:
+                records.extend(value)
+            else:
+                records.append(value)
+        self.writer.write([(kinds.get(type(r)) or _unknown(r), r) for r in records])
 
     def snapshot(self) -> None:
         """Flush: returns once Kafka has every record so far, raises if any failed."""
@@ -201,7 +209,7 @@ class _FlushingPartition(StatelessSinkPartition[Output]):
         self.writer = writer
 
     def write_batch(self, items: list[Output]) -> None:
-        self.writer.write(items)
+        self.writer.write(iter_outputs(items))
         self.writer.flush()
 
     def close(self) -> None:

@@ -66,6 +66,7 @@ from connectors.timescale_rows import DEAD_LETTERS, SPEC_BY_TYPE, TableSpec
 from connectors.timescale_writer import Rejected, TimescaleWriter
 from flows.logs import get_logger
 from flows.metrics import counter, gauge
+from flows.outputs import flatten_outputs
 from schemas.migrate import migrate
 from schemas.models import DeadLetter, to_json
 from schemas.settings import Settings
@@ -198,8 +199,9 @@ class TimescalePartition(StatelessSinkPartition[Output]):
     def write_batch(self, items: list[Output]) -> None:
         """Write and commit ``items``; blocks, retrying, while the database is down."""
         size = self.config.batch_rows
-        for start in range(0, len(items), size):
-            groups = self._group(items[start : start + size])
+        pairs = flatten_outputs(items)
+        for start in range(0, len(pairs), size):
+            groups = self._group(pairs[start : start + size])
             if groups:
                 self._write_with_retry(groups)
         if self._runs_retention and time.monotonic() >= self._next_retention:

@@ -17,7 +17,9 @@ state, a :class:`SeriesState`:
 The whole state pickles, so Bytewax recovery resumes alarms, open windows
 and detectors exactly where a crashed run left them.
 
-Output: ``(kind, record)`` pairs (see :mod:`flows.outputs`).
+Input: chunks (lists) of readings of one bucket (the decode step groups a
+batch by bucket). Output: ``(kind, records)`` chunks, one per kind per
+activation (see :mod:`flows.outputs`).
 """
 
 from __future__ import annotations
@@ -112,69 +114,94 @@ class SeriesProcessor:
             state.device_alarm = DeviceAlarmTracker(t, d, m)
         return state
 
-    def process(self, state: SeriesState, reading: Reading, out: list[Output]) -> None:
+    def process(self, state: SeriesState, reading: Reading, out: OutputChunks) -> None:
         """Run one reading through its series' state, appending outputs to ``out``."""
         kind = state.kind
         if kind == "telemetry":
-            out.append(("telemetry", reading))
+            out.telemetry.append(reading)
             value = reading.value
             if not is_number(value) or reading.quality == "bad":
                 # Bad-quality and non-numeric values are stored, but they must
                 # not move alarms, rollups or the detector's idea of normal.
                 return
+            value = float(value)
             for tracker in state.threshold_alarms:
                 alarms = tracker.update(reading)
                 if alarms:
-                    out.extend(("alarm", a) for a in alarms)
+                    out.alarm.extend(alarms)
             if state.rollups is not None:
                 produced: list[Any] = []
-                state.rollups.add(reading.ts.timestamp(), float(value), produced, reading)
+                state.rollups.add(reading.ts.timestamp(), value, produced, reading)
                 for record in produced:
-                    out.append((_kind_of(record), record))
+                    if type(record) is Rollup:
+                        out.rollup.append(record)
+                    else:  # a value later than the allowed lateness
+                        out.dead_letter.append(record)
             if state.detector is not None:
-                score = state.detector.score_one(reading.ts, float(value))
+                score = state.detector.score_one(reading.ts, value)
                 if self.emit_scores:
-                    out.append(
-                        (
-                            "anomaly_score",
-                            AnomalyScore(
-                                reading.tenant,
-                                reading.device,
-                                reading.metric,
-                                reading.ts,
-                                float(value),
-                                score,
-                                self.detector_name,
-                                score >= self.threshold,
-                            ),
+                    out.anomaly_score.append(
+                        AnomalyScore(
+                            reading.tenant,
+                            reading.device,
+                            reading.metric,
+                            reading.ts,
+                            value,
+                            score,
+                            self.detector_name,
+                            score >= self.threshold,
                         )
                     )
                 assert state.anomaly_alarm is not None
-                alarms = state.anomaly_alarm.update(reading.ts, float(value), score)
+                alarms = state.anomaly_alarm.update(reading.ts, value, score)
                 if alarms:
-                    out.extend(("alarm", a) for a in alarms)
+                    out.alarm.extend(alarms)
         elif kind == "event":
             assert state.events is not None
             event = state.events.update(reading)
             if event is not None:
-                out.append(("event", event))
+                out.event.append(event)
         elif kind == "alarm":
             assert state.device_alarm is not None
-            out.extend(("alarm", a) for a in state.device_alarm.update(reading))
+            out.alarm.extend(state.device_alarm.update(reading))
         else:
-            out.append(("log", to_log_record(reading)))
+            out.log.append(to_log_record(reading))
 
-    def flush(self, state: SeriesState, out: list[Output], ident: Reading | None) -> None:
+    def flush(self, state: SeriesState, out: OutputChunks, ident: Reading | None) -> None:
         """Emit the series' open rollup windows (idle timeout or end of input)."""
         if state.rollups is not None and ident is not None:
             produced: list[Any] = []
             state.rollups.flush(produced, ident)
-            out.extend((_kind_of(r), r) for r in produced)
+            for record in produced:
+                (out.rollup if type(record) is Rollup else out.dead_letter).append(record)
 
 
-def _kind_of(record: Any) -> str:
-    # Rollups emit Rollup records and late DeadLetters.
-    return "rollup" if type(record) is Rollup else "dead_letter"
+class OutputChunks:
+    """The outputs of one activation of the series step, one list per kind.
+
+    :meth:`items` gives them as ``(kind, records)`` chunks (see
+    :mod:`flows.outputs`), in a fixed kind order; within a kind, records
+    keep the order they were produced in, so a series' alarm transitions
+    stay in sequence.
+    """
+
+    __slots__ = ("alarm", "anomaly_score", "dead_letter", "event", "log", "rollup", "telemetry")
+
+    def __init__(self) -> None:
+        self.telemetry: list[Reading] = []
+        self.event: list[Any] = []
+        self.alarm: list[Any] = []
+        self.log: list[Any] = []
+        self.rollup: list[Any] = []
+        self.anomaly_score: list[Any] = []
+        self.dead_letter: list[Any] = []
+
+    def items(self) -> list[Output]:
+        """The non-empty chunks as ``(kind, records)`` items."""
+        return [(kind, getattr(self, kind)) for kind in _KIND_ORDER if getattr(self, kind)]
+
+
+_KIND_ORDER = ("telemetry", "event", "alarm", "log", "rollup", "anomaly_score", "dead_letter")
 
 
 def bucket_of(series: str, buckets: int) -> str:
@@ -182,7 +209,7 @@ def bucket_of(series: str, buckets: int) -> str:
     return str(zlib.crc32(series.encode()) % buckets)
 
 
-class SeriesBucketLogic(StatefulBatchLogic[Reading, Output, Any]):
+class SeriesBucketLogic(StatefulBatchLogic[list[Reading], Output, Any]):
     """Bytewax adapter of :class:`SeriesProcessor` for one *bucket* of series.
 
     The step is keyed by bucket (:func:`bucket_of`, ``series_buckets`` in the
@@ -230,28 +257,29 @@ class SeriesBucketLogic(StatefulBatchLogic[Reading, Output, Any]):
             self._deadline = None
         self._refresh_at = now + self.idle_timeout / 4
 
-    def on_batch(self, values: list[Reading]) -> tuple[list[Output], bool]:
-        """Process a batch of readings of this bucket's series, in arrival order."""
-        out: list[Output] = []
+    def on_batch(self, values: list[list[Reading]]) -> tuple[list[Output], bool]:
+        """Process chunks of readings of this bucket's series, in arrival order."""
+        out = OutputChunks()
         process = self.processor.process
         series = self.series
         last_seen = self.last_seen
         now = time.time()
-        for reading in values:
-            key = f"{reading.tenant}/{reading.device}/{reading.metric}"
-            entry = series.get(key)
-            if entry is None:
-                entry = series[key] = [self.processor.new_state(reading), reading]
-            process(entry[0], reading, out)
-            entry[1] = reading
-            last_seen[key] = now
+        for chunk in values:
+            for reading in chunk:
+                key = f"{reading.tenant}/{reading.device}/{reading.metric}"
+                entry = series.get(key)
+                if entry is None:
+                    entry = series[key] = [self.processor.new_state(reading), reading]
+                process(entry[0], reading, out)
+                entry[1] = reading
+                last_seen[key] = now
         if now >= self._refresh_at:
             self._schedule(now)
-        return out, StatefulBatchLogic.RETAIN
+        return out.items(), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Output], bool]:
         """Emit the open rollup windows of this bucket's series that went quiet."""
-        out: list[Output] = []
+        out = OutputChunks()
         now = time.time()
         quiet_since = now - 0.75 * self.idle_timeout
         flush = self.processor.flush
@@ -259,15 +287,15 @@ class SeriesBucketLogic(StatefulBatchLogic[Reading, Output, Any]):
             if self.last_seen.get(key, 0.0) <= quiet_since:
                 flush(state, out, ident)
         self._schedule(now)
-        return out, StatefulBatchLogic.RETAIN
+        return out.items(), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Output], bool]:
         """End of a finite input: emit every open window."""
-        out: list[Output] = []
+        out = OutputChunks()
         for state, ident in self.series.values():
             self.processor.flush(state, out, ident)
         self._deadline = None
-        return out, StatefulBatchLogic.RETAIN
+        return out.items(), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         """When to run the idle flush (see the class docstring)."""

@@ -6,6 +6,7 @@ import pickle
 import time
 from datetime import UTC, datetime, timedelta
 
+from flows.outputs import flatten_outputs
 from flows.series import SeriesBucketLogic, SeriesProcessor, bucket_of
 from schemas.config import PipelineConfig
 from schemas.models import Reading, Rollup
@@ -32,10 +33,12 @@ def test_one_bucket_keeps_each_series_apart() -> None:
     mixed = [
         r for pair in zip(_readings(30), _readings(30, device="pump-2"), strict=True) for r in pair
     ]
-    logic.on_batch(mixed)
+    logic.on_batch([mixed])
     out, _ = logic.on_eof()
     minutes = sorted(
-        (r.device, r.count) for _, r in out if isinstance(r, Rollup) and r.tier == "1m"
+        (r.device, r.count)
+        for _, r in flatten_outputs(out)
+        if isinstance(r, Rollup) and r.tier == "1m"
     )
     assert minutes == [("pump-1", 30), ("pump-2", 30)]
 
@@ -45,16 +48,20 @@ def test_quiet_series_is_flushed_after_idle_timeout() -> None:
     config.rollups.idle_timeout = 40.0
     logic = SeriesBucketLogic(SeriesProcessor(config), None)
     before = time.time()
-    out, _ = logic.on_batch(_readings(30))
-    assert not [r for _, r in out if isinstance(r, Rollup)]  # the minute is still open
+    out, _ = logic.on_batch([_readings(30)])
+    assert [kind for kind, _ in out] == ["telemetry", "anomaly_score"]  # one chunk per kind
+    assert len(out[0][1]) == 30
+    assert not [
+        r for _, r in flatten_outputs(out) if isinstance(r, Rollup)
+    ]  # the minute is still open
     wake = logic.notify_at()
     assert wake is not None
     assert before + 30 <= wake.timestamp() <= time.time() + 40
     early, _ = logic.on_notify()  # woken too early: the series spoke just now
-    assert not [r for _, r in early if isinstance(r, Rollup)]
+    assert not [r for _, r in flatten_outputs(early) if isinstance(r, Rollup)]
     logic.last_seen["default/pump-1/pressure"] -= 40  # as if 40 s passed in silence
     flushed, _ = logic.on_notify()
-    rollups = [r for _, r in flushed if isinstance(r, Rollup)]
+    rollups = [r for _, r in flatten_outputs(flushed) if isinstance(r, Rollup)]
     assert {r.tier for r in rollups} == {"1m", "5m", "1h"}
     assert all(r.count == 30 for r in rollups)
     assert logic.notify_at() is None  # nothing open: no more wake-ups
@@ -63,11 +70,13 @@ def test_quiet_series_is_flushed_after_idle_timeout() -> None:
 def test_resumed_bucket_continues_and_still_flushes() -> None:
     processor = SeriesProcessor(PipelineConfig())
     logic = SeriesBucketLogic(processor, None)
-    logic.on_batch(_readings(20))
+    logic.on_batch([_readings(20)])
     snapshot = pickle.loads(pickle.dumps(logic.snapshot()))
     resumed = SeriesBucketLogic(processor, snapshot)
     assert resumed.notify_at() is not None  # restored windows get flushed eventually
-    resumed.on_batch(_readings(10, start=20))
+    resumed.on_batch([_readings(10, start=20)])
     flushed, _ = resumed.on_eof()
-    minute = next(r for _, r in flushed if isinstance(r, Rollup) and r.tier == "1m")
+    minute = next(
+        r for _, r in flatten_outputs(flushed) if isinstance(r, Rollup) and r.tier == "1m"
+    )
     assert minute.count == 30 and minute.first_ts == T0
