@@ -60,7 +60,12 @@ async def _start(state: AppState) -> None:
         state.extras["timescaledb"] = await cur.fetchone() is not None
     producer = AsyncProducer(settings.kafka_bootstrap_servers)
     try:
-        topics = [settings.raw_topic, settings.alarms_topic, settings.dead_letters_topic]
+        topics = [
+            settings.raw_topic,
+            settings.alarms_topic,
+            settings.alarm_actions_topic,
+            settings.dead_letters_topic,
+        ]
         await asyncio.to_thread(producer.ensure_topics, topics, 3, settings.api_kafka_timeout_s)
     except Exception as exc:  # Kafka down at start: serve reads; /readyz tells
         log.warning("kafka topics not checked", extra={"error": str(exc)})

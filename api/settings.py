@@ -38,6 +38,11 @@ class ApiSettings(Settings):
         "streamforge.dead_letters", description="Kafka topic of items POST /ingest rejected."
     )
     alarms_topic: str = Field("streamforge.alarms", description="Kafka topic of alarm transitions.")
+    alarm_actions_topic: str = Field(
+        "streamforge.alarm_actions",
+        description="Kafka topic of operators' acknowledgements and clears, which flows follow "
+        "(the pipeline config's operator_actions.topic).",
+    )
     api_manual_clear_rules: list[str] = Field(
         default_factory=list,
         description="Threshold rules operators may clear, beyond those with manual_clear: true "

@@ -14,10 +14,34 @@ True
 The trackers of :mod:`flows.alarms` decide *when*; this module keeps the
 record straight: one ``id`` per alarm, ``seq`` 1 for ``raised`` and +1 per
 transition, the full state on every :class:`schemas.models.Alarm` record.
+
+**Operators' actions.** The API acknowledges and clears alarms by storing
+the alarm's next transition itself (``seq`` + 1 of what the database holds)
+and writing it to the operator actions topic, which the flow follows
+(:meth:`AlarmLifecycle.follow`). Normally the action arrives before the
+flow's next transition of the alarm: the flow takes its ``seq`` and state,
+so its next transition is numbered after it and keeps the acknowledgement
+(a de-escalation stays acknowledged; an escalation needs a new one).
+
+A *collision* is the rare race where the flow made a transition of the
+alarm after the API read it and before the action reached the flow: both
+carry the same ``seq``, and the database (``ON CONFLICT (alarm_id, seq) DO
+NOTHING``) and consumers that de-duplicate by ``(id, seq)`` keep only one.
+The flow then *restates*: it merges the operator's action into its own
+state and emits the result as one more transition with a ``seq`` above
+both, so the alarm's latest record (what the ``alarms`` table and alert
+consumers show) is right again; an acknowledgement is merged only if the
+alarm is still raised at a severity no worse than the one acknowledged.
+The history may then lack the one flow transition that lost the race.
+
+>>> action = life.last  # (the cleared alarm, as a stand-in for an API record)
+>>> life.follow(action)  # an action the flow already knows: nothing to do
+(False, None)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -62,8 +86,10 @@ class AlarmLifecycle:
         "acknowledged_by",
         "comment",
         "device",
+        "followed",
         "id",
         "kind",
+        "last",
         "message",
         "metric",
         "raised_at",
@@ -82,6 +108,11 @@ class AlarmLifecycle:
         self.metric = metric
         self.rule = rule
         self.kind: AlarmKind = kind
+        # The latest transition of the current (or last) alarm, whoever made it:
+        # what operators' actions are checked against (see follow()).
+        self.last: Alarm | None = None
+        # The seq of the last operator action followed on that alarm.
+        self.followed = 0
         self._reset()
 
     _IDENTITY = ("tenant", "device", "metric", "rule", "kind")
@@ -100,14 +131,22 @@ class AlarmLifecycle:
     )
 
     def __getstate__(self) -> tuple[object, ...]:
-        # A tuple without slot names, and only the identity when no alarm is
-        # active: this is pickled once per series and rule in every snapshot.
-        names = self._IDENTITY + self._ALARM if self.id is not None else self._IDENTITY
-        return tuple(getattr(self, name) for name in names)
+        # A tuple without slot names, and only the identity (and the last
+        # record, if any) when no alarm is active: this is pickled once per
+        # series and rule in every snapshot.
+        head = (*(getattr(self, name) for name in self._IDENTITY), self.last, self.followed)
+        if self.id is None:
+            return head
+        return head + tuple(getattr(self, name) for name in self._ALARM)
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
         self._reset()
-        for name, value in zip(self._IDENTITY + self._ALARM, state, strict=False):
+        identity = len(self._IDENTITY)
+        for name, value in zip(self._IDENTITY, state[:identity], strict=True):
+            setattr(self, name, value)
+        self.last = state[identity]  # type: ignore[assignment]
+        self.followed = state[identity + 1]  # type: ignore[assignment]
+        for name, value in zip(self._ALARM, state[identity + 2 :], strict=False):
             setattr(self, name, value)
 
     def _reset(self) -> None:
@@ -131,7 +170,7 @@ class AlarmLifecycle:
     def _record(self, transition: AlarmTransition, ts: datetime) -> Alarm:
         self.seq += 1
         assert self.id is not None and self.raised_at is not None
-        return Alarm(
+        self.last = record = Alarm(
             id=self.id,
             tenant=self.tenant,
             device=self.device,
@@ -152,6 +191,7 @@ class AlarmLifecycle:
             cleared_at=ts if transition == "cleared" else None,
             comment=self.comment,
         )
+        return record
 
     def raise_(
         self, ts: datetime, severity: Severity, value: Value, threshold: float | None, message: str
@@ -159,6 +199,7 @@ class AlarmLifecycle:
         """Raise a new alarm (there must be none active)."""
         assert self.id is None, "an alarm is already active"
         self.id = alarm_id(self.tenant, self.device, self.metric, self.rule, ts)
+        self.followed = 0
         self.raised_at = ts
         self.state = "raised"
         self.severity = severity
@@ -205,6 +246,68 @@ class AlarmLifecycle:
         self._reset()
         return record
 
+    def follow(self, action: Alarm) -> tuple[bool, Alarm | None]:
+        """Apply an operator's ``acknowledged`` or ``cleared`` transition made by the API.
+
+        Returns ``(cleared, restatement)``: ``cleared`` when the action
+        cleared the active alarm (the tracker resets what it keeps about the
+        condition), and the record to emit when the action collided with a
+        transition of the flow (see the module docstring). Actions for
+        another alarm than the current or last one, and actions already
+        known, change nothing.
+        """
+        last = self.last
+        if last is None or action.id != last.id:
+            return False, None  # not this tracker's alarm (any more)
+        if action.transition not in ("acknowledged", "cleared"):
+            return False, None
+        if action.seq <= self.followed or (
+            action.seq == last.seq and action.transition == last.transition and action.ts == last.ts
+        ):
+            return False, None  # already known (a replay, or the flow's own record)
+        self.followed = action.seq
+        active = self.id == action.id
+        if action.seq > last.seq:
+            # The usual case: the flow's next transition comes after the action.
+            self.last = action
+            if not active:
+                return False, None  # the flow cleared it meanwhile; its clear is later
+            self.seq = action.seq
+            if action.transition == "acknowledged":
+                if self.state == "raised":
+                    self.state = "acknowledged"
+                    self.acknowledged_at = action.acknowledged_at
+                    self.acknowledged_by = action.acknowledged_by
+                    self.comment = action.comment
+                return False, None
+            self._reset()
+            return True, None
+        # A collision: restate the merged state above both sequence numbers.
+        if not active:
+            restated = dataclasses.replace(last, seq=last.seq + 1)
+            self.last = restated
+            return False, restated
+        self.seq = max(self.seq, action.seq)
+        if action.transition == "cleared":
+            self.state = "cleared"
+            self.message = action.message
+            self.comment = action.comment
+            record = self._record("cleared", action.ts)
+            self._reset()
+            return True, record
+        if (
+            self.state == "raised"
+            and SEVERITY_RANK[self.severity] <= SEVERITY_RANK[action.severity]
+        ):
+            self.state = "acknowledged"
+            self.acknowledged_at = action.acknowledged_at
+            self.acknowledged_by = action.acknowledged_by
+            self.comment = action.comment
+            return False, self._record("acknowledged", action.ts)
+        # The flow escalated past what was acknowledged: its state stands.
+        assert last.transition != "cleared"
+        return False, self._record(last.transition, last.ts)
+
 
 class AlarmTrackerBase:
     """What every tracker offers operators: acknowledge, and a look at its state."""
@@ -228,6 +331,11 @@ class AlarmTrackerBase:
         return self._life.active
 
     @property
+    def rule(self) -> str:
+        """The name of the rule this tracker applies (``anomaly``, ``device`` or a rule's)."""
+        return self._life.rule
+
+    @property
     def alarm_id(self) -> str | None:
         """The id of the active alarm, if any."""
         return self._life.id
@@ -246,3 +354,17 @@ class AlarmTrackerBase:
         raised or it is already acknowledged (acknowledging twice is harmless).
         """
         return self._life.acknowledge(by, comment, ts or datetime.now(UTC))
+
+    def follow(self, action: Alarm) -> list[Alarm]:
+        """Apply an operator's action on this tracker's alarm (see :meth:`AlarmLifecycle.follow`).
+
+        Returns the transitions to emit: none, or a restatement after a
+        collision.
+        """
+        cleared, restated = self._life.follow(action)
+        if cleared:
+            self._cleared_by_operator()
+        return [restated] if restated is not None else []
+
+    def _cleared_by_operator(self) -> None:
+        """What a tracker forgets when an operator cleared its alarm (subclasses)."""

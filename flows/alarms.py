@@ -229,6 +229,11 @@ class ThresholdAlarmTracker(AlarmTrackerBase):
             severity=severity,
         )
 
+    def _cleared_by_operator(self) -> None:
+        # Latch the level the operator cleared: the next reading at the same or
+        # a lower level must not re-raise it at once (see the class docstring).
+        self._latched, self._level, self._pending_since = self._level, -1, None
+
     def clear_manually(
         self, by: str, ts: datetime | None = None, comment: str | None = None
     ) -> Alarm | None:
@@ -242,7 +247,7 @@ class ThresholdAlarmTracker(AlarmTrackerBase):
             raise AlarmCommandError(f"alarm rule {life.rule!r} does not allow manual clear")
         if life.id is None:
             return None
-        self._latched, self._level, self._pending_since = self._level, -1, None
+        self._cleared_by_operator()
         note = f"cleared manually by {by}" + (f": {comment}" if comment else "")
         return life.clear(ts or datetime.now(UTC), life.value, self._clear_at, note, note)
 
@@ -323,6 +328,9 @@ class AnomalyAlarmTracker(AlarmTrackerBase):
             self._count = 0
         life.value = value
         return []
+
+    def _cleared_by_operator(self) -> None:
+        self._count = 0
 
 
 _FALSY = frozenset(("", "0", "false", "off", "ok", "clear", "cleared", "no", "normal", "none"))

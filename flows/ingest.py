@@ -42,7 +42,7 @@ from flows.outputs import Output, flatten_outputs, make_sink
 from flows.series import bucket_of, series_logic_builder
 from flows.sources import make_source
 from schemas.config import ConfigError, DecodeConfig, PipelineConfig, load_pipeline_config
-from schemas.models import RawMessage, Reading
+from schemas.models import Alarm, DeadLetter, RawMessage, Reading
 from schemas.settings import Settings
 from schemas.sinks import ALL_OUTPUT_KINDS, OutputKind
 
@@ -75,7 +75,7 @@ class Decoder:
         # series (crc32 once each)
         self._bucket: dict[tuple[str, str, str], str] = {}
 
-    def _key(self, reading: Reading) -> str:
+    def _key(self, reading: Reading | Alarm) -> str:
         series = (reading.tenant, reading.device, reading.metric)
         bucket = self._bucket.get(series)
         if bucket is None:
@@ -83,7 +83,8 @@ class Decoder:
         return bucket
 
     def __call__(self, items: list[Any]) -> list[Keyed | Output]:
-        """Decode a batch of source items (``Reading`` or ``RawMessage``)."""
+        """Decode a batch of source items (``Reading``, ``RawMessage``, or operators'
+        ``Alarm`` actions, which are routed like readings of their series)."""
         chunks: dict[str, list[Reading]] = {}
         dead_letters: list[Any] = []
         key = self._key
@@ -106,6 +107,11 @@ class Decoder:
                 decoded[item.source] = decoded.get(item.source, 0) + len(readings)
                 if dead:
                     rejected[item.source] = rejected.get(item.source, 0) + len(dead)
+            elif type(item) is Alarm:
+                # An operator's action (connectors.alarm_actions): to its series' bucket.
+                chunks.setdefault(key(item), []).append(item)  # type: ignore[arg-type]
+            elif type(item) is DeadLetter:
+                dead_letters.append(item)
             else:
                 # A connector bug, not bad data: still never crash the flow.
                 log.error(
@@ -151,12 +157,17 @@ def build_flow(
 
     ``sources`` and ``sinks`` replace the configured ones (tests use
     ``TestingSource`` and ``TestingSink``); by default they are built from
-    ``config.sources`` and ``config.sinks``.
+    ``config.sources`` (plus the operator actions topic when the config
+    follows it: :mod:`connectors.alarm_actions`) and ``config.sinks``.
     """
     settings = settings or Settings()
     flow = Dataflow(flow_id)
     if sources is None:
         sources = [make_source(s, config, settings) for s in config.sources]
+        if config.follows_operator_actions():
+            from connectors.alarm_actions import AlarmActionSource
+
+            sources.append(AlarmActionSource(config.operator_actions, settings))
     inputs = [op.input(f"in_{i}", flow, src) for i, src in enumerate(sources)]
     raw: Stream[Any] = inputs[0] if len(inputs) == 1 else op.merge("inputs", *inputs)
 

@@ -18,7 +18,9 @@ The whole state pickles, so Bytewax recovery resumes alarms, open windows
 and detectors exactly where a crashed run left them.
 
 Input: chunks (lists) of readings of one bucket (the decode step groups a
-batch by bucket). Output: ``(kind, records)`` chunks, one per kind per
+batch by bucket), and operators' alarm actions (:class:`schemas.models.Alarm`
+records from the API, applied to the alarm's tracker: see
+:mod:`flows.alarm_lifecycle`). Output: ``(kind, records)`` chunks, one per kind per
 activation (see :mod:`flows.outputs`).
 """
 
@@ -36,10 +38,16 @@ from flows.alarms import AnomalyAlarmTracker, DeviceAlarmTracker, ThresholdAlarm
 from flows.anomaly import build_detector
 from flows.classify import Classifier, to_log_record
 from flows.events import EventDetector
+from flows.metrics import counter
 from flows.outputs import Output
 from flows.rollups import RollupState
 from schemas.config import PipelineConfig
-from schemas.models import AnomalyScore, Reading, Rollup, is_number
+from schemas.models import Alarm, AnomalyScore, Reading, Rollup, is_number
+
+OPERATOR_ACTIONS = counter(
+    "streamforge_operator_actions_total",
+    "Operators' alarm actions the flow followed, restated after a collision, or did not know",
+)
 
 
 class SeriesState:
@@ -167,6 +175,18 @@ class SeriesProcessor:
         else:
             out.log.append(to_log_record(reading))
 
+    def follow(self, state: SeriesState, action: Alarm, out: OutputChunks) -> None:
+        """Apply an operator's alarm action to the tracker of its rule, if this series has one."""
+        trackers: list[Any] = list(state.threshold_alarms)
+        trackers += [t for t in (state.anomaly_alarm, state.device_alarm) if t is not None]
+        for tracker in trackers:
+            if tracker.rule == action.rule:
+                restated = tracker.follow(action)
+                out.alarm.extend(restated)
+                OPERATOR_ACTIONS.inc(outcome="restated" if restated else "followed")
+                return
+        OPERATOR_ACTIONS.inc(outcome="unknown")
+
     def flush(self, state: SeriesState, out: OutputChunks, ident: Reading | None) -> None:
         """Emit the series' open rollup windows (idle timeout or end of input)."""
         if state.rollups is not None and ident is not None:
@@ -268,6 +288,12 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading], Output, Any]):
             for reading in chunk:
                 key = f"{reading.tenant}/{reading.device}/{reading.metric}"
                 entry = series.get(key)
+                if type(reading) is Alarm:  # an operator's action (see flows.alarm_lifecycle)
+                    if entry is None:
+                        OPERATOR_ACTIONS.inc(outcome="unknown")
+                    else:
+                        self.processor.follow(entry[0], reading, out)
+                    continue
                 if entry is None:
                     entry = series[key] = [self.processor.new_state(reading), reading]
                 process(entry[0], reading, out)

@@ -238,6 +238,25 @@ class AnomalyConfig(_Strict):
         return self
 
 
+class OperatorActionsConfig(_Strict):
+    """Operators' alarm acknowledgements and manual clears, followed by the flow.
+
+    The API stores an operator's action as the alarm's next transition
+    (``seq`` + 1) and also writes it to ``topic``. A flow that follows the
+    topic applies the action to the alarm it tracks, so its own next
+    transition of that alarm gets the following ``seq`` and keeps the
+    acknowledgement (see :mod:`flows.alarm_lifecycle`). ``enabled``:
+    ``auto`` follows the topic when the flow has a Kafka sink (the stack
+    the API runs with); ``true`` always; ``false`` never.
+    """
+
+    enabled: Literal["auto"] | bool = "auto"
+    topic: str = Field("streamforge.alarm_actions", min_length=1, max_length=249)
+    bootstrap_servers: str | None = Field(
+        None, description="null = STREAMFORGE_KAFKA_BOOTSTRAP_SERVERS"
+    )
+
+
 def _default_sources() -> list[SourceConfig]:
     return [SimulatorSourceConfig()]
 
@@ -256,6 +275,7 @@ class PipelineConfig(_Strict):
     alarms: list[ThresholdAlarmRule] = Field(default_factory=_default_alarm_rules)
     rollups: RollupConfig = Field(default_factory=RollupConfig)
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    operator_actions: OperatorActionsConfig = Field(default_factory=OperatorActionsConfig)
     sinks: list[SinkConfig] = Field(default_factory=_default_sinks, min_length=1)
     series_buckets: int = Field(
         64,
@@ -275,6 +295,13 @@ class PipelineConfig(_Strict):
             if dupes:
                 raise ValueError(f"{what}: duplicate names {dupes}")
         return self
+
+    def follows_operator_actions(self) -> bool:
+        """Whether the flow reads operators' alarm actions (``operator_actions.enabled``)."""
+        enabled = self.operator_actions.enabled
+        if enabled == "auto":
+            return any(s.type == "kafka" for s in self.sinks)
+        return bool(enabled)
 
 
 class ConfigError(ValueError):

@@ -9,7 +9,9 @@ An action is one more transition of the alarm (``seq`` + 1, as
 and the transition added to ``alarm_transitions`` in one transaction, which
 commits only after Kafka acknowledged the same :class:`schemas.models.Alarm`
 on the alarms topic (key ``tenant/device``, header ``schema-version``), so
-alert consumers see acknowledgements and clears. Kafka unavailable: 503 and
+alert consumers see acknowledgements and clears, and on the operator actions
+topic, which flows follow so that their own next transition of the alarm is
+numbered after it (:mod:`flows.alarm_lifecycle`). Kafka unavailable: 503 and
 nothing changes. A transition the alarm's state does not allow: 409.
 
 Acknowledge: only a ``raised`` alarm. Clear: a ``raised`` or
@@ -22,6 +24,7 @@ or named in ``STREAMFORGE_API_MANUAL_CLEAR_RULES``.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -212,9 +215,14 @@ async def _apply(state: State, tenant: str, alarm_id: str, action: str, by: str,
                 ("schema-version", str(SCHEMA_VERSION).encode()),
                 ("kind", b"alarm"),
             ]
-            key = f"{alarm.tenant}/{alarm.device}".encode()
+            message = [(f"{alarm.tenant}/{alarm.device}".encode(), to_json(alarm), headers)]
             # Inside the transaction: a transition Kafka did not take is rolled back.
-            await state.producer.send(state.settings.alarms_topic, [(key, to_json(alarm), headers)])
+            # Alert consumers read the alarms topic; flows follow the actions topic
+            # (connectors.alarm_actions), so their next transition comes after this one.
+            await asyncio.gather(
+                state.producer.send(state.settings.alarms_topic, message),
+                state.producer.send(state.settings.alarm_actions_topic, message),
+            )
     except KafkaUnavailableError as exc:
         raise HTTPException(503, f"Kafka did not take the alarm transition: {exc}") from exc
     except psycopg.OperationalError as exc:
