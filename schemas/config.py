@@ -247,7 +247,9 @@ class OperatorActionsConfig(_Strict):
     transition of that alarm gets the following ``seq`` and keeps the
     acknowledgement (see :mod:`flows.alarm_lifecycle`). ``enabled``:
     ``auto`` follows the topic when the flow has a Kafka sink (the stack
-    the API runs with); ``true`` always; ``false`` never.
+    the API runs with) and runs continuously (not when every source ends by
+    itself: the topic does not, so the flow would never end); ``true``
+    always (a continuous flow); ``false`` never.
     """
 
     enabled: Literal["auto"] | bool = "auto"
@@ -294,13 +296,29 @@ class PipelineConfig(_Strict):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{what}: duplicate names {dupes}")
+        if self.operator_actions.enabled is True and self.finite():
+            raise ValueError(
+                "operator_actions.enabled: true needs a source that runs continuously "
+                "(the actions topic never ends, so the flow would not either)"
+            )
         return self
 
+    def finite(self) -> bool:
+        """Whether every source ends by itself (a replay, a test, a benchmark)."""
+        return all(
+            (s.type == "kafka" and s.stop_at_end) or (s.type == "simulator" and s.limit is not None)
+            for s in self.sources
+        )
+
     def follows_operator_actions(self) -> bool:
-        """Whether the flow reads operators' alarm actions (``operator_actions.enabled``)."""
+        """Whether the flow reads operators' alarm actions (``operator_actions.enabled``).
+
+        ``auto``: when the flow has a Kafka sink and runs continuously (the
+        actions topic never ends, so a finite flow following it would not).
+        """
         enabled = self.operator_actions.enabled
         if enabled == "auto":
-            return any(s.type == "kafka" for s in self.sinks)
+            return any(s.type == "kafka" for s in self.sinks) and not self.finite()
         return bool(enabled)
 
 

@@ -14,6 +14,9 @@ import pickle
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from connectors.alarm_actions import parse_action
 from flows.alarms import AnomalyAlarmTracker, ThresholdAlarmTracker
 from flows.outputs import flatten_outputs
@@ -223,3 +226,8 @@ def test_flows_follow_actions_when_they_write_to_kafka() -> None:
     assert PipelineConfig(sinks=[{"type": "kafka"}]).follows_operator_actions()
     off = PipelineConfig(sinks=[{"type": "kafka"}], operator_actions={"enabled": False})
     assert not off.follows_operator_actions()
+    # A finite flow (a replay, a benchmark) must end: the actions topic never does.
+    replay = [{"type": "kafka", "stop_at_end": True}]
+    assert not PipelineConfig(sources=replay, sinks=[{"type": "kafka"}]).follows_operator_actions()
+    with pytest.raises(ValidationError, match="runs continuously"):
+        PipelineConfig(sources=replay, operator_actions={"enabled": True})
