@@ -115,13 +115,28 @@ def decode_jwt(token: str, secret: str, now: float | None = None) -> dict[str, A
     return claims
 
 
+def _storable(text: str) -> bool:
+    # The tenant becomes a database setting: PostgreSQL text holds no NUL
+    # and no lone surrogate (JSON "\\ud800" decodes to one).
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def principal_from_jwt(token: str, secret: str) -> Principal:
     """The caller a valid token names; raises :class:`AuthError`."""
     claims = decode_jwt(token, secret)
     tenant, role = claims.get("tenant"), claims.get("role")
-    if not isinstance(tenant, str) or not tenant or not 1 <= len(tenant) <= 200:
+    if not isinstance(tenant, str) or not 1 <= len(tenant) <= 200 or not _storable(tenant):
         raise AuthError("bearer token has no valid 'tenant' claim")
     if role not in ROLES:
         raise AuthError(f"bearer token 'role' must be one of {', '.join(ROLES)}")
     subject = claims.get("sub")
+    if isinstance(subject, str) and not _storable(subject):
+        # It is stored as who acted (alarm actions): refuse rather than rename.
+        raise AuthError("bearer token 'sub' claim has a NUL or lone surrogate character")
     return Principal(tenant, role, subject if isinstance(subject, str) else "jwt")

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -35,6 +36,9 @@ from flows.logs import get_logger
 from schemas.config import ConfigError, DecodeConfig, load_pipeline_config
 
 log = get_logger("api.main")
+
+_UNSTORABLE = (psycopg.errors.UntranslatableCharacter, psycopg.errors.CharacterNotInRepertoire)
+"""Server errors for text PostgreSQL cannot hold (``\\u0000`` in jsonb, bad encoding)."""
 
 
 def _pipeline_settings(state: AppState) -> None:
@@ -125,6 +129,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         )
         detail = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors]
         return JSONResponse({"message": message, "detail": detail}, status_code=422)
+
+    @app.exception_handler(psycopg.DataError)
+    async def unstorable_text(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # Safety net behind the validation of parameters and bodies
+        # (api/params.py): text PostgreSQL cannot hold is the client's
+        # mistake, a 422, not a server error. Any other data error still is.
+        if isinstance(exc, _UNSTORABLE) or "NUL (0x00)" in str(exc):
+            message = f"text the database cannot store: {exc}"
+            return JSONResponse({"message": message, "detail": []}, status_code=422)
+        raise exc
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -11,6 +11,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.params import StorableText
+
 T = TypeVar("T")
 
 _TS = "2026-01-01T00:00:00Z"
@@ -260,4 +262,4 @@ class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["viewer", "operator", "admin"]
-    name: str = Field("", max_length=200)
+    name: StorableText = Field("", max_length=200)

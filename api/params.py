@@ -19,9 +19,47 @@ from typing import Annotated, Any
 
 from fastapi import Query
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime
+from pydantic import AfterValidator, AwareDatetime
 
-Name = Annotated[str, Query(min_length=1, max_length=200)]
+TEXT_PATTERN = r"^[^\x00]*$"
+"""Text PostgreSQL can store: no NUL character.
+
+Query strings and paths are percent-decoded with replacement, so they
+carry no lone surrogates; JSON bodies can (``"\\ud800"``), hence
+:data:`StorableText` for body fields.
+"""
+
+Name = Annotated[str, Query(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
+OptionalName = Annotated[str | None, Query(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
+
+
+def storable_text(value: str) -> str:
+    """``value`` if a PostgreSQL text column can hold it; ValueError (a 422) otherwise."""
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL (\\u0000) characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from exc
+    return value
+
+
+def storable_json(value: Any) -> Any:
+    """``value`` if every string in it (keys too) is :func:`storable_text`; for jsonb columns."""
+    if isinstance(value, str):
+        storable_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            storable_text(str(key))
+            storable_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            storable_json(item)
+    return value
+
+
+StorableText = Annotated[str, AfterValidator(storable_text)]
+"""A body field stored in a text column (see :data:`TEXT_PATTERN`)."""
 Start = Annotated[
     AwareDatetime | None,
     Query(
@@ -76,6 +114,10 @@ def decode_cursor(cursor: str, param: str = "cursor") -> dict[str, Any]:
         raise invalid(param, "not a cursor returned by this API", cursor) from exc
     if not isinstance(position, dict):
         raise invalid(param, "not a cursor returned by this API", cursor)
+    try:
+        storable_json(position)  # its strings go into SQL parameters
+    except ValueError as exc:
+        raise invalid(param, "not a cursor returned by this API", cursor) from exc
     return position
 
 

@@ -22,7 +22,7 @@ from fastapi import APIRouter, HTTPException, Path
 
 from api.deps import TenantDB
 from api.models import DeviceOut, Page
-from api.params import Cursor, Limit, decode_cursor, encode_cursor, invalid
+from api.params import TEXT_PATTERN, Cursor, Limit, decode_cursor, encode_cursor, invalid
 
 router = APIRouter(tags=["devices"])
 
@@ -98,7 +98,9 @@ async def list_devices(
 
 
 @router.get("/devices/{device}", response_model=DeviceOut, summary="One device")
-async def get_device(conn: TenantDB, device: str = Path(min_length=1, max_length=200)) -> DeviceOut:
+async def get_device(
+    conn: TenantDB, device: str = Path(min_length=1, max_length=200, pattern=TEXT_PATTERN)
+) -> DeviceOut:
     """One device of the caller's tenant; 404 when it has no readings."""
     items = await _devices(conn, device, device, 1)
     if not items:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 from psycopg import sql
 
 from api.deps import TenantDB
@@ -18,6 +18,7 @@ from api.models import EventOut, Page
 from api.params import (
     Cursor,
     Limit,
+    OptionalName,
     TimeRange,
     cursor_time,
     decode_cursor,
@@ -27,8 +28,6 @@ from api.params import (
 )
 
 router = APIRouter(tags=["events"])
-
-OptionalName = Annotated[str | None, Query(min_length=1, max_length=200)]
 
 
 @router.get("/events", response_model=Page[EventOut], summary="List events")

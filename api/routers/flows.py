@@ -22,9 +22,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from api.deps import Admin, TenantDB, Viewer
+from api.params import storable_json
 from schemas.config import PipelineConfig, format_validation_error
 
 router = APIRouter(tags=["flows"])
@@ -53,7 +54,7 @@ class FlowIn(BaseModel):
     )
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    config: dict[str, Any] = Field(
+    config: Annotated[dict[str, Any], AfterValidator(storable_json)] = Field(
         description="A pipeline config (see deploy/pipeline.sample.yaml)."
     )
     start: bool = Field(False, description="Start it at once.")

@@ -16,6 +16,7 @@ from fastapi import APIRouter, HTTPException, Path
 from api.auth import hash_api_key, key_id, new_api_key
 from api.deps import Admin, State, TenantDB
 from api.models import ApiKeyCreated, ApiKeyIn, ApiKeyOut
+from api.params import TEXT_PATTERN
 
 router = APIRouter(tags=["keys"])
 
@@ -45,7 +46,10 @@ async def create_key(conn: TenantDB, caller: Admin, body: ApiKeyIn) -> ApiKeyCre
 
 @router.delete("/keys/{key_id}", response_model=ApiKeyOut, summary="Revoke an API key")
 async def revoke_key(
-    state: State, conn: TenantDB, caller: Admin, key_id: str = Path(min_length=1, max_length=40)
+    state: State,
+    conn: TenantDB,
+    caller: Admin,
+    key_id: str = Path(min_length=1, max_length=40, pattern=TEXT_PATTERN),
 ) -> ApiKeyOut:
     """Revoke a key of the caller's tenant (it stops working within ``api_key_cache_s``)."""
     cur = await conn.execute(

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
@@ -125,6 +127,8 @@ async def readings(
 
 def _interval_seconds(interval: str, tier: str) -> tuple[float, float]:
     tier_s = parse_duration(tier)
+    if tier_s <= 0:  # no stored tier is empty, and a multiple of 0 is meaningless
+        raise invalid("tier", "tier must be longer than 0", tier)
     try:
         interval_s = parse_duration(interval)
     except ValueError as exc:
@@ -249,11 +253,26 @@ async def _stream_csv(
     yield buffer.getvalue()
 
 
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def content_disposition(filename: str) -> str:
+    """A Content-Disposition header for any ``filename`` (device names are any text).
+
+    HTTP headers are latin-1 and a quote or line break would end the value,
+    so the plain ``filename`` is an ASCII-safe fallback and the exact name
+    goes in ``filename*`` (RFC 6266 / RFC 5987, UTF-8 percent-encoded).
+    """
+    fallback = _UNSAFE_FILENAME.sub("_", filename)
+    exact = quote(filename.encode("utf-8", "replace"), safe="")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}"
+
+
 def _csv_response(body: AsyncIterator[str], filename: str) -> StreamingResponse:
     return StreamingResponse(
         body,
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={"Content-Disposition": content_disposition(filename)},
     )
 
 

@@ -127,10 +127,15 @@ def _fixture_records(tenant: str, offset: float) -> dict[type, list[object]]:
     return {Reading: readings, Rollup: rollups, Event: events}
 
 
-@pytest.fixture(scope="session")
-def api_world(database_url: str, kafka_bootstrap: str) -> Iterator[World]:
-    """A migrated database with both tenants' data and keys, and session-unique topics."""
-    url = create_database(database_url)
+@contextlib.contextmanager
+def world_database(
+    database_url: str, kafka_bootstrap: str, prefix: str = "streamforge_api_test_"
+) -> Iterator[World]:
+    """A fresh migrated database with both tenants' data and keys, and unique topics.
+
+    Everything (database, flow directory, topics) is removed on exit.
+    """
+    url = create_database(database_url, prefix=prefix)
     world = World(url=url)
     suffix = uuid.uuid4().hex[:8]
     world.topics = {
@@ -178,6 +183,13 @@ def api_world(database_url: str, kafka_bootstrap: str) -> Iterator[World]:
         for future in admin.delete_topics(list(world.topics.values())).values():
             with contextlib.suppress(Exception):  # never created, or already gone
                 future.result(10)
+
+
+@pytest.fixture(scope="session")
+def api_world(database_url: str, kafka_bootstrap: str) -> Iterator[World]:
+    """A migrated database with both tenants' data and keys, and session-unique topics."""
+    with world_database(database_url, kafka_bootstrap) as world:
+        yield world
 
 
 def api_settings(world: World, kafka_bootstrap: str, **overrides: object) -> ApiSettings:
