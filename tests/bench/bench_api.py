@@ -158,7 +158,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], int]:
+def serve_api(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    """``uvicorn api.main:app`` in a subprocess on a free loopback port, once /readyz is 200."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             "STREAMFORGE_LOG_LEVEL": "WARNING",
         }
         for workers in args.workers:
-            proc, port = _serve(env, workers)
+            proc, port = serve_api(env, workers)
             try:
                 for batch in args.batches:
                     figures = run_load(
