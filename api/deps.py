@@ -110,10 +110,20 @@ async def request_caller(request: Request, role: str) -> Principal:
     single-reading ingest request together, so that route reads the headers
     itself; the rules are the same.
     """
-    state = app_state(request)
-    api_key = request.headers.get("x-api-key")
+    headers = request.headers
+    return await authenticate_headers(
+        app_state(request), headers.get("x-api-key"), headers.get("authorization"), role
+    )
+
+
+async def authenticate_headers(
+    state: AppState, api_key: str | None, authorization: str | None, role: str
+) -> Principal:
+    """The caller of an ``X-API-Key`` / ``Authorization`` header pair, with at least ``role``.
+
+    401 without a valid credential, 403 with too low a role.
+    """
     bearer = None
-    authorization = request.headers.get("authorization")
     if authorization and authorization[:7].lower() == "bearer ":
         bearer = authorization[7:].strip()
     principal = await authenticate(state, api_key, bearer)

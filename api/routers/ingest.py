@@ -25,16 +25,17 @@ Kafka did not take them and the client should retry.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from api.deps import app_state, request_caller
+from api.auth import Principal
+from api.deps import AppState, app_state, authenticate_headers, request_caller
 from api.kafka import Headers, KafkaUnavailableError, Message3
 from api.models import IngestRejected, IngestResult
 from flows.decode import decode_payload
@@ -141,12 +142,21 @@ async def ingest(request: Request) -> Response:
 
     Needs the operator role.
     """
-    # Served by IngestFastPath below; this route documents it in OpenAPI
-    # and serves it where the middleware is not installed.
+    # api/main.py serves POST /ingest with serve_ingest() below; this route
+    # documents it in OpenAPI and serves it where that is not installed.
     caller = await request_caller(request, "operator")
     state = app_state(request)
+    body = await _read_body(request, state.extras["decode_config"].max_payload_bytes)
+    return Response(await ingest_body(state, caller, body), media_type="application/json")
+
+
+async def ingest_body(state: AppState, caller: Principal, body: bytes) -> bytes:
+    """Decode ``body``, produce what is good to Kafka, answer the JSON of :class:`IngestResult`.
+
+    Returns once Kafka acknowledged every message; HTTPException 503 if it
+    did not (or is not configured).
+    """
     decode = state.extras["decode_config"]
-    body = await _read_body(request, decode.max_payload_bytes)
     raw = RawMessage(
         payload=body,
         source="http",
@@ -155,46 +165,62 @@ async def ingest(request: Request) -> Response:
         defaults={"tenant": caller.tenant},
     )
     readings, dead = decode_payload(raw, decode)
-    errors = [_rejection(d) for d in dead]
-    decoder_bad = sorted(e.index for e in errors if e.index is not None)
-    is_array = body.lstrip()[:1] == b"["
-    accepted: list[Reading] = []
-    for index, reading in enumerate(readings):
-        if reading.tenant == caller.tenant:
-            accepted.append(reading)
-        else:
-            # Index among the body's items is only known for arrays; the
-            # decoder keeps item order, so count good items back.
-            errors.append(
-                IngestRejected(
-                    index=_item_index(index, decoder_bad) if is_array else None,
-                    reason=f"tenant {reading.tenant!r} is not yours ({caller.tenant!r})",
-                )
-            )
-            dead.append(
-                DeadLetter(
-                    received_at=raw.received_at, source="http", reason=errors[-1].reason,
-                    payload=to_json(reading).decode(), origin="http", tenant=caller.tenant,
-                )
-            )  # fmt: skip
-    messages = _reading_messages(accepted)
-    dead_messages: list[Message3] = [
-        (f"{caller.tenant}/http".encode(), to_json(_bounded(d)), _DEAD_HEADERS) for d in dead
-    ]
+    errors = [_rejection(d) for d in dead] if dead else []
+    accepted = readings
+    if any(r.tenant != caller.tenant for r in readings):
+        accepted = _own_tenant(readings, caller.tenant, body, raw.received_at, errors, dead)
     if state.producer is None:
         raise HTTPException(503, "Kafka is not configured; ingest needs it")
     try:
-        await state.producer.send(state.settings.raw_topic, messages)
-        await state.producer.send(state.settings.dead_letters_topic, dead_messages)
+        await state.producer.send(state.settings.raw_topic, _reading_messages(accepted))
+        if dead:
+            dead_messages: list[Message3] = [
+                (f"{caller.tenant}/http".encode(), to_json(_bounded(d)), _DEAD_HEADERS)
+                for d in dead
+            ]
+            await state.producer.send(state.settings.dead_letters_topic, dead_messages)
     except KafkaUnavailableError as exc:
         raise HTTPException(503, f"Kafka did not take the readings: {exc}") from exc
     ACCEPTED.inc(len(accepted))
     if not errors:
-        return Response(_ALL_ACCEPTED % len(accepted), media_type="application/json")
+        return _ALL_ACCEPTED % len(accepted)
     REJECTED.inc(len(errors))
     errors.sort(key=lambda e: -1 if e.index is None else e.index)
     result = IngestResult(accepted=len(accepted), rejected=len(errors), errors=errors)
-    return Response(result.model_dump_json(), media_type="application/json")
+    return result.model_dump_json().encode()
+
+
+def _own_tenant(
+    readings: list[Reading],
+    tenant: str,
+    body: bytes,
+    received_at: datetime,
+    errors: list[IngestRejected],
+    dead: list[DeadLetter],
+) -> list[Reading]:
+    """The readings of ``tenant``; the others become rejections and dead letters."""
+    decoder_bad = sorted(e.index for e in errors if e.index is not None)
+    is_array = body.lstrip()[:1] == b"["
+    accepted: list[Reading] = []
+    for index, reading in enumerate(readings):
+        if reading.tenant == tenant:
+            accepted.append(reading)
+            continue
+        # Index among the body's items is only known for arrays; the
+        # decoder keeps item order, so count good items back.
+        errors.append(
+            IngestRejected(
+                index=_item_index(index, decoder_bad) if is_array else None,
+                reason=f"tenant {reading.tenant!r} is not yours ({tenant!r})",
+            )
+        )
+        dead.append(
+            DeadLetter(
+                received_at=received_at, source="http", reason=errors[-1].reason,
+                payload=to_json(reading).decode(), origin="http", tenant=tenant,
+            )
+        )  # fmt: skip
+    return accepted
 
 
 def _bounded(dead: DeadLetter) -> DeadLetter:
@@ -237,28 +263,62 @@ def _item_index(good_index: int, bad: list[int]) -> int:
     return index
 
 
-class IngestFastPath:
-    """ASGI middleware answering ``POST /ingest`` before FastAPI's routing and dependencies.
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
-    On single-reading requests FastAPI's route matching, middleware layers
-    and dependency resolution cost more than decoding the reading and
-    producing it to Kafka; this serves the same endpoint (same function,
-    same authentication) without them, and passes every other request on.
+
+async def serve_ingest(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /ingest`` as a bare ASGI handler: the route's rules without Starlette's objects.
+
+    Reads the credential and ``content-length`` in one pass over the raw
+    headers, the body straight from ``receive`` (bounded by
+    ``decode.max_payload_bytes``), and answers with two ASGI messages; the
+    work in between is :func:`ingest_body`, as in the route.
     """
+    api_key = authorization = declared = None
+    for name, value in scope["headers"]:
+        if name == b"x-api-key":
+            api_key = value.decode("latin-1")
+        elif name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"content-length":
+            declared = value
+    try:
+        caller = await authenticate_headers(state, api_key, authorization, "operator")
+        limit = state.extras["decode_config"].max_payload_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPException(413, f"body of {int(declared)} bytes is larger than {limit}")
+        body = await _receive_body(receive, limit)
+        status, payload = 200, await ingest_body(state, caller, body)
+        headers = _JSON_HEADERS
+    except HTTPException as exc:
+        status = exc.status_code
+        # As Starlette's JSONResponse writes it.
+        payload = json.dumps(
+            {"detail": exc.detail}, ensure_ascii=False, separators=(",", ":")
+        ).encode()
+        extra = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+        headers = [*_JSON_HEADERS, *extra]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve ``POST /ingest``; hand anything else to the wrapped app."""
-        if scope["type"] != "http" or scope["path"] != "/ingest" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        try:
-            response = await ingest(request)
-        except HTTPException as exc:
-            response = JSONResponse(
-                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-            )
-        await response(scope, receive, send)
+async def _receive_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise HTTPException(400, "the client went away before the body was complete")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"body is larger than {limit} bytes")
+        if not message.get("more_body", False):
+            return b"".join([*chunks, chunk]) if chunks else chunk
+        chunks.append(chunk)
