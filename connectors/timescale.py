@@ -18,31 +18,41 @@ TimescaleDB): :mod:`connectors.timescale_edition`; retention:
 :mod:`connectors.timescale_retention`; options:
 :class:`schemas.sink_timescale.TimescaleSinkConfig`.
 
-**Partitions.** A :class:`TimescaleSink` is a Bytewax ``DynamicSink``: every
-worker builds one :class:`TimescalePartition` with its own connection and
-writes what reaches it. The first connection of each partition applies the
-migrations (under an advisory lock, so workers do not race) and logs the
-edition; worker 0 also runs the retention job every ``retention_interval``.
+**Partitions and the writer thread.** A :class:`TimescaleSink` is a Bytewax
+``FixedPartitionedSink`` whose partitions are the output kinds (like the
+Kafka sink). The partitions a process holds share one
+:class:`BackgroundWriter`: a bounded queue (``buffer_rows``) and a thread
+with its own connection that writes what is queued, in order, in
+transactions of at most ``batch_rows`` records. So the dataflow never waits
+for the database while it processes (an alarm reaches Kafka without
+waiting for the readings' COPY before it), and the database's work overlaps
+the flow's. The first connection applies the migrations (under an advisory
+lock, so processes do not race) and logs the edition; the process holding
+the ``telemetry`` partition also runs the retention job every
+``retention_interval``. The price of fixed partitions, as for Kafka: with
+several workers, a kind's records cross to the worker holding its partition.
 
-**Guarantee.** ``write_batch`` returns only once the batch is committed, so
-when Bytewax snapshots an epoch (which it does after the epoch's items have
-passed every output) those rows are durable. After a crash, Bytewax resumes
+**Guarantee.** Bytewax calls a partition's ``snapshot()`` at the end of each
+epoch, before the epoch's snapshot is committed; it returns only once the
+writer has committed everything queued so far. So when an epoch is
+snapshotted its rows are durable. After a crash, Bytewax resumes
 from the last snapshot and replays what followed it; every table has a
 natural key and writes are ``INSERT ... ON CONFLICT`` (rollups and alarm
 state: the higher revision / seq wins), so the replay adds no duplicate and
 cannot roll a row back to an older version. Together: effectively exactly
 once in the tables, provided the flow itself re-emits the same records on
-replay. Nothing is buffered across ``write_batch`` calls, so there is no
-buffer to lose or to bound beyond the batch Bytewax hands over; a batch is
-split into transactions of at most ``batch_rows`` records.
+replay. The queue is bounded: when ``buffer_rows`` records wait, the
+dataflow waits too (backpressure, counted in
+``streamforge_timescale_buffer_full_total``).
 
 **The database going away.** A failed write is rolled back, the connection
 dropped, and the whole batch retried on a new connection with exponential
 backoff (``retry_initial`` doubling up to ``retry_max``), each failure
 logged and counted. Meanwhile ``write_batch`` does not return, which holds
 the dataflow (backpressure up to the inputs); when the database is back the
-flow resumes by itself. With ``give_up_after`` set, the sink raises instead
-after that long, stopping the dataflow. Records the database *refuses* (not
+flow resumes by itself. With ``give_up_after`` set, the writer fails
+instead after that long, and the next ``write_batch`` or ``snapshot()``
+raises, stopping the dataflow. Records the database *refuses* (not
 a connection problem: e.g. a NUL character in a text) are isolated and
 stored as dead letters with the database's reason; one that cannot even be
 stored that way is logged in full and counted in
@@ -52,13 +62,16 @@ stored that way is logged in full and counted in
 from __future__ import annotations
 
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from zlib import adler32
 
 import psycopg
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from connectors.timescale_edition import Edition, edition_info
 from connectors.timescale_retention import apply_retention, ensure_policies
@@ -67,6 +80,7 @@ from connectors.timescale_writer import Rejected, TimescaleWriter
 from flows.logs import get_logger
 from flows.metrics import counter, gauge
 from flows.outputs import flatten_outputs
+from schemas.kinds import ALL_OUTPUT_KINDS
 from schemas.migrate import migrate
 from schemas.models import DeadLetter, to_json
 from schemas.settings import Settings
@@ -75,6 +89,8 @@ from schemas.sink_timescale import TimescaleSinkConfig
 Output = tuple[str, Any]
 
 log = get_logger("connectors.timescale")
+
+_PARTS: list[str] = sorted(ALL_OUTPUT_KINDS)
 
 ROWS_WRITTEN = counter(
     "streamforge_timescale_rows_written_total", "Rows inserted or updated, by table"
@@ -93,6 +109,13 @@ PENDING = gauge(
 REJECTED = counter(
     "streamforge_timescale_rejected_total",
     "Records the database refused, stored as dead letters instead, by table",
+)
+QUEUED = gauge(
+    "streamforge_timescale_queued_records", "Records waiting for this process's writer thread"
+)
+BUFFER_FULL = counter(
+    "streamforge_timescale_buffer_full_total",
+    "Times the writer's buffer was full and the dataflow waited for the database",
 )
 LOST = counter(
     "streamforge_timescale_lost_total",
@@ -131,8 +154,12 @@ def _dead_letter(record: Any, table: str, reason: str) -> DeadLetter:
     )
 
 
-class TimescalePartition(StatelessSinkPartition[Output]):
-    """One worker's writer: a connection, the retry loop and (worker 0) retention."""
+class TimescalePartition:
+    """A synchronous writer: a connection, the retry loop and (worker 0) retention.
+
+    The sink runs one in a :class:`BackgroundWriter` thread per process;
+    tests and tools use it directly (:meth:`TimescaleSink.sync_writer`).
+    """
 
     def __init__(
         self, config: TimescaleSinkConfig, url: str, step_id: str, worker_index: int
@@ -160,6 +187,10 @@ class TimescalePartition(StatelessSinkPartition[Output]):
                 "database not reachable at start; writes will retry",
                 extra={"step": step_id, "worker": self.worker, "error": str(exc).strip()},
             )
+
+    def run_retention(self) -> None:
+        """Make this writer the one that runs the retention job (one per sink in a cluster)."""
+        self._runs_retention = True
 
     def _prepare(self, conn: psycopg.Connection) -> None:
         """First connection only: migrations, edition, and policies of the full edition."""
@@ -360,8 +391,189 @@ class TimescalePartition(StatelessSinkPartition[Output]):
         self._next_retention = now + self.config.retention_interval
 
 
-class TimescaleSink(DynamicSink[Output]):
-    """Writes ``(kind, record)`` outputs to TimescaleDB tables; see the module docstring.
+class BackgroundWriter:
+    """One process's database writer thread for a sink: a bounded queue in front of a
+    :class:`TimescalePartition`.
+
+    :meth:`submit` queues records and returns at once, unless ``buffer_rows``
+    records are already waiting: then it blocks until the writer has caught
+    up (backpressure, counted in ``streamforge_timescale_buffer_full_total``).
+    The thread takes everything queued, up to ``batch_rows`` at a time, and
+    writes it with the partition's retry loop. :meth:`drain` returns once
+    every record submitted so far is committed. A writer that failed for
+    good (``give_up_after``, or a bug) re-raises its error from the next
+    :meth:`submit` or :meth:`drain`, which stops the dataflow.
+    """
+
+    def __init__(self, partition: TimescalePartition, buffer_rows: int) -> None:
+        self.partition = partition
+        self.buffer_rows = buffer_rows
+        self._queue: deque[list[tuple[str, Any]]] = deque()
+        self._queued = 0  # records in the queue
+        self._writing = 0  # records being written
+        self._error: BaseException | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        with self._cond:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="streamforge-timescale-writer", daemon=True
+            )
+            self._thread.start()
+
+    def submit(self, pairs: list[tuple[str, Any]]) -> None:
+        """Queue ``(kind, record)`` pairs; blocks while the buffer is full."""
+        if not pairs:
+            return
+        with self._cond:
+            self._raise_if_failed()
+            if self._queued >= self.buffer_rows:
+                BUFFER_FULL.inc()
+                while self._queued >= self.buffer_rows and self._error is None:
+                    self._cond.wait(1.0)
+                self._raise_if_failed()
+            self._queue.append(pairs)
+            self._queued += len(pairs)
+            QUEUED.set(self._queued)
+            self._cond.notify_all()
+
+    def drain(self) -> None:
+        """Return once everything submitted so far is committed (raises a writer's failure)."""
+        with self._cond:
+            while (self._queued or self._writing) and self._error is None:
+                self._cond.wait(1.0)
+            self._raise_if_failed()
+
+    def close(self) -> None:
+        """Drain, stop the thread and close the connection."""
+        try:
+            self.drain()
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+            if self._thread is not None:
+                self._thread.join(timeout=30.0)
+            self.partition.close()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"TimescaleDB writer failed: {self._error}") from self._error
+
+    def _take(self) -> list[tuple[str, Any]] | None:
+        with self._cond:
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            batch: list[tuple[str, Any]] = []
+            limit = self.partition.config.batch_rows
+            while self._queue and len(batch) < limit:
+                batch.extend(self._queue.popleft())
+            self._queued -= len(batch)
+            self._writing = len(batch)
+            QUEUED.set(self._queued)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self.partition.write_batch(batch)
+            except BaseException as exc:  # reported to the dataflow by submit/drain
+                log.error(
+                    "timescale writer stopped",
+                    extra={"step": self.partition.step_id, "error": str(exc)},
+                )
+                with self._cond:
+                    self._error = exc
+                    self._writing = 0
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._writing = 0
+                self._cond.notify_all()
+
+
+class _SharedBackgroundWriter:
+    """One :class:`BackgroundWriter` per sink object per process, started on first use."""
+
+    def __init__(self, sink: TimescaleSink) -> None:
+        self._sink = sink
+        self._writer: BackgroundWriter | None = None
+        self._users = 0
+        self._lock = threading.Lock()
+
+    def get(self, step_id: str, retention: bool, use: bool = True) -> BackgroundWriter:
+        """The process's writer (connecting on first use); ``retention``: it runs the job.
+
+        ``use``: a partition will use it (and :meth:`release` it when closed).
+        """
+        with self._lock:
+            if self._writer is None:
+                sink = self._sink
+                # Connects here, in the dataflow's thread, so start-up logs come first.
+                partition = TimescalePartition(sink.config, sink.url, step_id, 1)
+                self._writer = BackgroundWriter(partition, sink.config.buffer_rows)
+                self._writer.start()
+            if retention:
+                self._writer.partition.run_retention()
+            if use:
+                self._users += 1
+            return self._writer
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._writer is not None:
+                writer, self._writer = self._writer, None
+                writer.close()
+
+
+class TimescaleKindPartition(StatefulSinkPartition[Any, None]):
+    """The records of one output kind; ``snapshot()`` waits for the (shared) writer.
+
+    The resume state is ``None``: the replay after a crash comes from the
+    inputs' snapshots, and writes are idempotent.
+    """
+
+    def __init__(self, shared: _SharedBackgroundWriter, writer: BackgroundWriter, kind: str):
+        self._shared = shared
+        self.writer = writer
+        self.kind = kind
+
+    def write_batch(self, values: list[Any]) -> None:
+        """Queue records or chunks of records of this kind (blocks while the buffer is full)."""
+        kind = self.kind
+        pairs: list[tuple[str, Any]] = []
+        for value in values:
+            if type(value) is list:
+                pairs.extend([(kind, r) for r in value])
+            else:
+                pairs.append((kind, value))
+        self.writer.submit(pairs)
+
+    def snapshot(self) -> None:
+        """Wait until every record queued so far is committed: the epoch's rows are durable."""
+        self.writer.drain()
+
+    def close(self) -> None:
+        """Drain and, for the last partition of this process, close the connection."""
+        try:
+            self._shared.release()
+        except Exception as exc:  # Bytewax calls close() from a destructor: log, not raise
+            log.error("timescale sink closed with unwritten records", extra={"error": str(exc)})
+
+
+class TimescaleSink(FixedPartitionedSink[Any, None]):
+    """Writes ``(kind, records)`` outputs to TimescaleDB tables; see the module docstring.
 
     ``config.database_url`` wins over ``settings.database_url``.
     """
@@ -372,7 +584,36 @@ class TimescaleSink(DynamicSink[Output]):
         self.config = config or TimescaleSinkConfig()
         self.settings = settings or Settings()
         self.url = self.config.database_url or self.settings.database_url
+        self._shared = _SharedBackgroundWriter(self)
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> TimescalePartition:
-        """One partition (and one connection) per worker."""
+    def list_parts(self) -> list[str]:
+        """Every output kind is a partition.
+
+        Called by every worker at start-up: the process's writer connects
+        here (applying migrations), so the tables exist before the first
+        record, as a user starting a flow expects.
+        """
+        self._shared.get("timescale", retention=False, use=False)
+        return list(_PARTS)
+
+    def part_fn(self, item_key: str) -> int:
+        """The kind's own partition (Bytewax indexes the sorted list of partitions)."""
+        try:
+            return _PARTS.index(item_key)
+        except ValueError:  # not an output kind: the writer dead-letters it
+            return adler32(item_key.encode())
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> TimescaleKindPartition:
+        """The partition of one kind, sharing this process's writer thread and connection.
+
+        The process that holds the ``telemetry`` partition runs the retention job.
+        """
+        writer = self._shared.get(step_id, retention=for_part == "telemetry")
+        return TimescaleKindPartition(self._shared, writer, for_part)
+
+    def sync_writer(self, step_id: str, worker_index: int = 0) -> TimescalePartition:
+        """A synchronous writer on this sink's config: ``write_batch`` returns once committed.
+
+        For tests, benchmarks and tools outside a dataflow.
+        """
         return TimescalePartition(self.config, self.url, step_id, worker_index)

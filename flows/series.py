@@ -299,7 +299,8 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading], Output, Any]):
                 process(entry[0], reading, out)
                 entry[1] = reading
                 last_seen[key] = now
-        if now >= self._refresh_at:
+        if self._deadline is None or now >= self._refresh_at:
+            # (no wake-up set: the bucket was quiet; its new values need one)
             self._schedule(now)
         return out.items(), StatefulBatchLogic.RETAIN
 

@@ -7,6 +7,7 @@ A pipeline config's sink entry, with every option at its default::
         kinds: [telemetry, event, alarm, log, rollup, anomaly_score, dead_letter]
         database_url: null          # null = STREAMFORGE_DATABASE_URL
         batch_rows: 50000           # rows per transaction (one COPY per table)
+        buffer_rows: 100000         # records queued for the writer thread before the flow waits
         direct_copy: true           # COPY straight in; staging only on a known key
         apply_migrations_on_start: true
         retry_initial: 0.5s         # first wait after a failed write ...
@@ -84,6 +85,11 @@ class TimescaleSinkConfig(BaseModel):
         None, description="PostgreSQL URL; None uses Settings().database_url"
     )
     batch_rows: int = Field(50_000, ge=1, description="rows per transaction")
+    buffer_rows: int = Field(
+        100_000,
+        ge=1,
+        description="records queued for the writer thread; when full, the flow waits",
+    )
     direct_copy: bool = Field(
         True,
         description="COPY straight into tables that ignore known keys, staging + ON CONFLICT "

@@ -116,7 +116,7 @@ def sink_writer(url: str, batch: int, direct: bool) -> Callable[[list[Any]], Non
         apply_migrations_on_start=False,
         retention_days=dict.fromkeys(["readings"]),  # no retention run inside the timing
     )
-    part = TimescaleSink(config).build("bench", 0, 1)
+    part = TimescaleSink(config).sync_writer("bench")
     return part.write_batch
 
 

@@ -148,7 +148,7 @@ def counts(url: str, tenant: str) -> dict[str, int]:
 
 def sink_partition(url: str, **options: Any) -> Any:
     config = TimescaleSinkConfig(database_url=url, retry_initial=0.05, retry_max=0.5, **options)
-    return TimescaleSink(config).build("timescale_test", 0, 1)
+    return TimescaleSink(config).sync_writer("timescale_test")
 
 
 def alarm(

@@ -75,7 +75,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 def test_writes_block_during_an_outage_and_all_rows_arrive_once(outage_db: str) -> None:
     config = TimescaleSinkConfig(database_url=outage_db, retry_initial=0.2, retry_max=1.0)
-    part = TimescaleSink(config).build("outage_test", 0, 1)
+    part = TimescaleSink(config).sync_writer("outage_test")
     done: list[int] = []
     errors: list[BaseException] = []
     stop = threading.Event()

@@ -65,6 +65,10 @@ def test_quiet_series_is_flushed_after_idle_timeout() -> None:
     assert {r.tier for r in rollups} == {"1m", "5m", "1h"}
     assert all(r.count == 30 for r in rollups)
     assert logic.notify_at() is None  # nothing open: no more wake-ups
+    # The series speaks again at once (before the next quarter-timeout refresh):
+    # its new window needs a wake-up all the same.
+    logic.on_batch([_readings(5, start=600)])
+    assert logic.notify_at() is not None
 
 
 def test_resumed_bucket_continues_and_still_flushes() -> None:
