@@ -158,13 +158,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve_api(env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], int]:
-    """``uvicorn api.main:app`` in a subprocess on a free loopback port, once /readyz is 200."""
+def serve_api(
+    env: dict[str, str], workers: int, log: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``uvicorn api.main:app`` in a subprocess on a free loopback port, once /readyz is 200.
+
+    Its output goes to ``log`` if given (warnings and errors only), else nowhere.
+    """
     port = _free_port()
+    out = log.open("ab") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
          "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=out, stderr=out,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

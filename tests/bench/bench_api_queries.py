@@ -26,7 +26,9 @@ counted and recorded.
 log) in a subprocess on loopback, asked by one keep-alive ``httpx``
 client, one request at a time (latency, not throughput), ``--warmup``
 requests first, then ``--requests`` per scenario; each answer is checked
-(status and number of items):
+(status and number of items). A scenario interrupted by an error (another
+test run restarting the shared database) is measured again from its
+warm-up once the API is ready (``attempts`` in the report):
 
 - ``rollups_1h_week``: ``GET /rollups`` tier 1h over the week of one series
   (167 windows);
@@ -54,6 +56,7 @@ import platform
 import random
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -103,6 +106,16 @@ def _create(base_url: str) -> None:
                 if attempt == 39:
                     raise
                 time.sleep(0.2 + random.random() * 0.3)
+
+
+def load_seconds(url: str) -> dict[str, float]:
+    """Seconds the load took, by kind of step (from ``bench_progress``)."""
+    seconds: dict[str, float] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for step, took in conn.execute("SELECT step, s FROM bench_progress"):
+            kind = step.rsplit(" day ", 1)[0]
+            seconds[kind] = round(seconds.get(kind, 0.0) + took, 1)
+    return seconds
 
 
 def counts(url: str) -> dict[str, int]:
@@ -222,7 +235,7 @@ def loaded_as(url: str, table: str = "bench_loaded") -> dict[str, Any] | None:
                 f"SELECT devices, rows, period_s, loaded_at FROM {table}"
                 " ORDER BY loaded_at DESC LIMIT 1"
             ).fetchone()
-    except (psycopg.errors.UndefinedTable, psycopg.OperationalError):
+    except psycopg.errors.UndefinedTable:
         return None
     if row is None:
         return None
@@ -254,6 +267,19 @@ def _timed(call: Callable[[], None], warmup: int, count: int) -> list[float]:
         call()
         samples.append(time.perf_counter() - started)
     return samples
+
+
+def _wait_ready(client: httpx.Client, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if client.get("/readyz").status_code == 200:
+                time.sleep(2)  # let the pool replace its broken connections
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"API not ready again within {timeout} s")
 
 
 def _hour(rng: random.Random, span_hours: int) -> datetime:
@@ -313,9 +339,27 @@ def measure(
             "readings_1h_all_metrics": readings_all,
         }
         for name, call in scenarios.items():
-            results[name] = _percentiles(_timed(call, warmup, count))
+            for attempt in range(1, 11):
+                try:
+                    results[name] = _percentiles(_timed(call, warmup, count))
+                    break
+                except (httpx.HTTPError, RuntimeError) as exc:
+                    # Other test runs restart the shared database now and then:
+                    # wait for the API to be ready again and measure afresh.
+                    print(f"{name}: interrupted ({str(exc)[:120]}); again", flush=True)
+                    if attempt == 10:
+                        raise
+                    _wait_ready(client)
+            results[name]["attempts"] = attempt
             print(f"{name:<26} {results[name]}", flush=True)
-    sql = _sql_only(url, device, warmup, count, rng, span_hours)
+    for attempt in range(10):
+        try:
+            sql = _sql_only(url, device, warmup, count, rng, span_hours)
+            break
+        except psycopg.OperationalError:
+            if attempt == 9:
+                raise
+            time.sleep(5)  # the shared database restarted: measure again
     for name, p50 in sql.items():
         results[name]["sql_ms_p50"] = p50
     return results
@@ -352,6 +396,29 @@ def _sql_only(
     return out
 
 
+def _retrying(what: Callable[[], Any]) -> Any:
+    """``what()``, again after 5 s while the shared database is down (other test runs)."""
+    for attempt in range(60):
+        try:
+            return what()
+        except psycopg.OperationalError as exc:
+            if attempt == 59:
+                raise
+            print(f"  database unavailable ({str(exc).strip()[:60]}); waiting", flush=True)
+            time.sleep(5)
+    raise AssertionError("unreachable")
+
+
+def _prepare_api(url: str) -> tuple[str, str | None]:
+    """Migrate (the API role's rights), a viewer key of the bench tenant, the database size."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+        key = create_key(conn, TENANT, "viewer", "bench_api_queries")
+        size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
+        row = size.fetchone()
+    return key, row[0] if row else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: load if needed, measure, print, write the JSON report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -368,9 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     url = _url(settings.database_url, DATABASE)
     load_avg_start = round(os.getloadavg()[0], 2)
     wanted = {"devices": args.devices, "rows": args.rows, "period_s": args.period}
-    exists = _exists(settings.database_url)
-    found = loaded_as(url) if exists else None
-    started = loaded_as(url, "bench_config") if exists else None
+    exists = _retrying(lambda: _exists(settings.database_url))
+    found = _retrying(lambda: loaded_as(url)) if exists else None
+    started = _retrying(lambda: loaded_as(url, "bench_config")) if exists else None
     load_steps: dict[str, Any] | None = None
     if found is None or {k: found[k] for k in wanted} != wanted or args.reload:
         if args.reload or started is None or {k: started[k] for k in wanted} != wanted:
@@ -389,13 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         found = loaded_as(url)
     else:
         print(f"{DATABASE} already loaded ({found}); --reload to load again", flush=True)
-    stored = counts(url)
+    stored = _retrying(lambda: counts(url))
     print(f"stored: {stored}", flush=True)
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn)  # the API's role rights (and migrations newer than the load)
-        key = create_key(conn, TENANT, "viewer", "bench_api_queries")
-        size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
-        size_row = size.fetchone()
+    key, size = _retrying(lambda: _prepare_api(url))
     span_s = (args.rows // (args.devices * len(METRICS))) * args.period
     env = {
         **os.environ,
@@ -403,11 +466,16 @@ def main(argv: list[str] | None = None) -> int:
         "STREAMFORGE_API_SUPERVISE_FLOWS": "false",
         "STREAMFORGE_LOG_LEVEL": "WARNING",
     }
-    proc, port = serve_api(env, workers=1)
+    server_log = Path(tempfile.gettempdir()) / "bench_api_queries.uvicorn.log"
+    server_log.unlink(missing_ok=True)
+    proc, port = serve_api(env, workers=1, log=server_log)
     try:
         results = measure(
             url, port, key, args.device, args.warmup, args.requests, args.period, span_s
         )
+    except (httpx.HTTPError, RuntimeError):
+        print(f"uvicorn's log ({server_log}):\n{server_log.read_text()[-3000:]}", file=sys.stderr)
+        raise
     finally:
         proc.terminate()
         proc.wait(20)
@@ -422,9 +490,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "data": {
             "database": DATABASE,
-            "database_size": size_row[0] if size_row else None,
+            "database_size": size,
             "loaded": found,
-            "load_seconds": load_steps,
+            "load_seconds": _retrying(lambda: load_seconds(url)),
+            "loaded_by_this_run": load_steps is not None,
             "stored_rows": stored,
             "series": args.devices * len(METRICS),
             "period_s": args.period,
