@@ -45,15 +45,18 @@ class KafkaUnavailableError(RuntimeError):
 
 
 class _Batch:
-    __slots__ = ("error", "finished", "future", "lock", "loop", "remaining")
+    __slots__ = ("count", "error", "finished", "future", "lock", "loop", "remaining", "topic")
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        topic: str,
         count: int,
         finished: Callable[[_Batch], None],
     ) -> None:
         self.loop = loop
+        self.topic = topic
+        self.count = count
         self.finished = finished
         self.future: asyncio.Future[None] = loop.create_future()
         self.remaining = count
@@ -85,6 +88,19 @@ class _Batch:
 def _resolve_all(batches: list[_Batch]) -> None:
     for batch in batches:
         batch.resolve()
+
+
+def _count(batches: list[_Batch]) -> None:
+    """Add finished batches to the produced / failed counters, one increment per topic."""
+    produced: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    for batch in batches:
+        counts = produced if batch.error is None else failed
+        counts[batch.topic] = counts.get(batch.topic, 0) + batch.count
+    for topic, n in produced.items():
+        PRODUCED.inc(n, topic=topic)
+    for topic, n in failed.items():
+        FAILED.inc(n, topic=topic)
 
 
 class AsyncProducer:
@@ -120,11 +136,13 @@ class AsyncProducer:
 
     def _poll(self) -> None:
         # Batches finished during one poll() go back to their event loop in
-        # one call_soon_threadsafe (one wake-up) rather than one each.
+        # one call_soon_threadsafe (one wake-up) rather than one each, and
+        # are counted here, once per topic, not on the event loop's thread.
         while not self._stop.is_set():
             self.producer.poll(0.05)
             if self._done:
                 done, self._done = self._done, []
+                _count(done)  # before the futures resolve: counted when send() returns
                 by_loop: dict[asyncio.AbstractEventLoop, list[_Batch]] = {}
                 for batch in done:
                     by_loop.setdefault(batch.loop, []).append(batch)
@@ -136,6 +154,7 @@ class AsyncProducer:
         if threading.current_thread() is self._thread:
             self._done.append(batch)
         else:  # refused in produce(), on the loop's own thread
+            _count([batch])
             batch.loop.call_soon_threadsafe(batch.resolve)
 
     def ensure_topics(
@@ -151,19 +170,18 @@ class AsyncProducer:
         """Produce ``messages`` to ``topic``; return once Kafka has all of them."""
         if not messages:
             return
-        batch = _Batch(asyncio.get_running_loop(), len(messages), self._finished)
+        batch = _Batch(asyncio.get_running_loop(), topic, len(messages), self._finished)
+        produce = self.producer.produce
         for index, (key, value, headers) in enumerate(messages):
             try:
-                await self._produce(topic, key, value, headers, batch)
+                try:
+                    produce(topic, value, key, headers=headers, on_delivery=batch.done)
+                except BufferError:  # queue full: wait for deliveries to drain it
+                    await self._produce(topic, key, value, headers, batch)
             except KafkaException as exc:  # refused outright (too large, ...)
                 batch.settle(len(messages) - index, str(exc.args[0]))
                 break
-        try:
-            await batch.future
-        except KafkaUnavailableError:
-            FAILED.inc(len(messages), topic=topic)
-            raise
-        PRODUCED.inc(len(messages), topic=topic)
+        await batch.future  # KafkaUnavailableError if any message was not acknowledged
 
     async def _produce(
         self, topic: str, key: bytes | None, value: bytes, headers: Headers, batch: _Batch

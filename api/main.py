@@ -63,7 +63,9 @@ async def _start(state: AppState) -> None:
     async with state.db.anonymous() as conn:
         cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
         state.extras["timescaledb"] = await cur.fetchone() is not None
-    producer = AsyncProducer(settings.kafka_bootstrap_servers)
+    producer = AsyncProducer(
+        settings.kafka_bootstrap_servers, linger_ms=settings.api_kafka_linger_ms
+    )
     try:
         topics = [
             settings.raw_topic,

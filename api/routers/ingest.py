@@ -241,6 +241,9 @@ def _reading_messages(readings: list[Reading]) -> list[Message3]:
     partition; an array is what the Kafka source decodes as a batch, and a
     batch of 1,000 readings of 10 devices is 10 messages, not 1,000.
     """
+    if len(readings) == 1:  # the usual HTTP request, without the grouping
+        r = readings[0]
+        return [(f"{r.tenant}/{r.device}".encode(), to_json(r), _READING_HEADERS)]
     by_device: dict[str, list[Reading]] = {}
     for r in readings:
         by_device.setdefault(f"{r.tenant}/{r.device}", []).append(r)

@@ -108,10 +108,38 @@ def _load_process(args: tuple[int, bytes, bytes, int, float, float, Any]) -> Non
     queue.put(out)
 
 
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) used so far by ``pid`` and its children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pids += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
 def run_load(
-    port: int, key: str, batch: int, connections: int, processes: int, seconds: float
+    port: int,
+    key: str,
+    batch: int,
+    connections: int,
+    processes: int,
+    seconds: float,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
-    """Drive POST /ingest with batches of ``batch`` readings; the figures of the run."""
+    """Drive POST /ingest with batches of ``batch`` readings; the figures of the run.
+
+    With ``server_pid``, also the server's CPU time per request over the
+    measured seconds (its process tree; Kafka's broker is not in it): a
+    figure that other work on the machine disturbs far less than requests/s.
+    """
     request = _request(port, key, batch)
     expect = f'"accepted":{batch}'.encode()
     start_at = time.perf_counter() + 1.0  # perf_counter is system-wide on Linux (CLOCK_MONOTONIC)
@@ -127,6 +155,12 @@ def run_load(
     ]
     for p in procs:
         p.start()
+    cpu_start = cpu_end = 0.0
+    if server_pid is not None:
+        time.sleep(max(0.0, start_at - time.perf_counter()))
+        cpu_start = process_tree_cpu_s(server_pid)
+        time.sleep(max(0.0, stop_at - time.perf_counter()))
+        cpu_end = process_tree_cpu_s(server_pid)
     results = [queue.get(timeout=seconds + 60) for _ in procs]
     for p in procs:
         p.join(10)
@@ -149,6 +183,10 @@ def run_load(
         "sample_error": next((r["sample_error"] for r in results if "sample_error" in r), None),
         "latency_ms_p50": pct(0.50),
         "latency_ms_p99": pct(0.99),
+        "server_cpu_us_per_request": (
+            round((cpu_end - cpu_start) / ok * 1e6) if server_pid is not None and ok else None
+        ),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -217,15 +255,18 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for batch in args.batches:
                     figures = run_load(
-                        port, key, batch, args.connections, args.load_processes, args.seconds
-                    )
+                        port, key, batch, args.connections, args.load_processes, args.seconds,
+                        server_pid=proc.pid,
+                    )  # fmt: skip
                     figures["workers"] = workers
                     results.append(figures)
                     print(
                         f"workers={workers} batch={batch:>5} conns={figures['connections']}: "
                         f"{figures['requests_per_s']:>7} req/s {figures['readings_per_s']:>9} "
                         f"readings/s  p50 {figures['latency_ms_p50']} ms  "
-                        f"p99 {figures['latency_ms_p99']} ms  errors {figures['errors']}",
+                        f"p99 {figures['latency_ms_p99']} ms  errors {figures['errors']}  "
+                        f"server CPU {figures['server_cpu_us_per_request']} us/req  "
+                        f"load {figures['load_average_1m']}",
                         flush=True,
                     )
             finally:

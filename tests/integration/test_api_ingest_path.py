@@ -115,3 +115,25 @@ def test_body_in_several_chunks_is_read_whole(clients, api_world: World):
         r = client.post("/ingest", content=chunks(), headers=headers)  # chunked: more_body
         assert r.status_code == 200, r.text
         assert r.json() == {"accepted": 300, "rejected": 0, "errors": []}
+
+
+def test_produced_counters_are_up_to_date_when_the_answer_comes(clients, api_world: World):
+    # Counted in the Kafka poll thread, before the request's future resolves.
+    from api.kafka import PRODUCED
+    from api.routers.ingest import ACCEPTED
+
+    fast, _ = clients
+    topic = api_world.topics["raw"]
+    produced, accepted = PRODUCED.value(topic=topic), ACCEPTED.value()
+    headers = {**api_world.headers("plant-a", "operator"), "Content-Type": "application/json"}
+    two_devices = [
+        {"device": "count-1", "metric": "m", "value": 1},
+        {"device": "count-2", "metric": "m", "value": 2},
+        {"device": "count-1", "metric": "m", "value": 3},
+    ]
+    for _ in range(5):
+        assert fast.post("/ingest", json=two_devices, headers=headers).status_code == 200
+    assert PRODUCED.value(topic=topic) - produced == 10  # one message per device and request
+    assert ACCEPTED.value() - accepted == 15
+    metrics = fast.get("/metrics").text
+    assert f'streamforge_api_kafka_produced_total{{topic="{topic}"}}' in metrics
