@@ -205,6 +205,39 @@ class KafkaRecordWriter:
         UNDELIVERED.set(len(self.producer), client=self.client_id)
         return sum(counts.values())
 
+    def write_kind(self, kind: str, records: list[Any]) -> int:
+        """Queue records all of one kind (a chunk): :meth:`write` without per-record lookups."""
+        topic = self.topics.get(kind)
+        if topic is None or any(KIND_BY_TYPE.get(type(r)) != kind for r in records):
+            # Not this kind's records (a flow bug): each by its own type's kind, or
+            # a name that is no kind, so that the record is dead-lettered.
+            return self.write(
+                [(KIND_BY_TYPE.get(type(r)) or f"<{type(r).__name__}>", r) for r in records]
+            )
+        self.check()
+        produce = self.producer.produce
+        headers = self.headers[kind]
+        sent = 0
+        for record in records:
+            try:
+                value = to_json(record)
+                key = message_key(record)
+            except Exception as exc:  # a flow bug; keep the record as a dead letter
+                self._reject(kind, record, f"cannot serialise: {exc}")
+                continue
+            try:
+                produce(topic, value, key, headers=headers)
+            except BufferError:
+                self._produce(topic, value, key, headers)
+            except KafkaException as exc:
+                self._reject(kind, record, str(exc.args[0]), value)
+                continue
+            sent += 1
+        self.producer.poll(0)  # serve delivery reports
+        PRODUCED.inc(sent, topic=topic)
+        UNDELIVERED.set(len(self.producer), client=self.client_id)
+        return sent
+
     def flush(self) -> None:
         """Return once Kafka acknowledged every queued record; raise if any failed.
 

@@ -82,7 +82,7 @@ from bytewax.outputs import (
     StatelessSinkPartition,
 )
 
-from connectors.kafka_producer import KIND_BY_TYPE, KafkaDeliveryError, KafkaRecordWriter
+from connectors.kafka_producer import KafkaDeliveryError, KafkaRecordWriter
 from flows.logs import get_logger
 from flows.outputs import iter_outputs
 from schemas.kinds import ALL_OUTPUT_KINDS
@@ -136,10 +136,6 @@ def _close(writer: KafkaRecordWriter) -> None:
         log.error("kafka sink closed with undelivered records", extra={"error": str(exc)})
 
 
-def _unknown(record: Any) -> str:
-    return f"<{type(record).__name__}>"  # not a kind: the writer dead-letters the record
-
-
 class KafkaKindPartition(StatefulSinkPartition[Any, None]):
     """The records of one output kind; ``snapshot()`` flushes the (shared) producer.
 
@@ -152,16 +148,18 @@ class KafkaKindPartition(StatefulSinkPartition[Any, None]):
         self.kind = kind
 
     def write_batch(self, values: list[Any]) -> None:
-        """Queue a batch of records or chunks of records (the kind is taken from each
-        record's type)."""
-        kinds = KIND_BY_TYPE
+        """Queue a batch of records or chunks of records of this partition's kind.
+
+        (A record of another type than the kind's, which only a flow bug
+        makes, is sent by its own type's kind, or dead-lettered.)
+        """
         records: list[Any] = []
         for value in values:
             if type(value) is list:
                 records.extend(value)
             else:
                 records.append(value)
-        self.writer.write([(kinds.get(type(r)) or _unknown(r), r) for r in records])
+        self.writer.write_kind(self.kind, records)
 
     def snapshot(self) -> None:
         """Flush: returns once Kafka has every record so far, raises if any failed."""

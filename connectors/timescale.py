@@ -79,7 +79,7 @@ from connectors.timescale_rows import DEAD_LETTERS, SPEC_BY_TYPE, TableSpec
 from connectors.timescale_writer import Rejected, TimescaleWriter
 from flows.logs import get_logger
 from flows.metrics import counter, gauge
-from flows.outputs import flatten_outputs
+from flows.outputs import count_outputs, flatten_outputs
 from schemas.kinds import ALL_OUTPUT_KINDS
 from schemas.migrate import migrate
 from schemas.models import DeadLetter, to_json
@@ -408,7 +408,7 @@ class BackgroundWriter:
     def __init__(self, partition: TimescalePartition, buffer_rows: int) -> None:
         self.partition = partition
         self.buffer_rows = buffer_rows
-        self._queue: deque[list[tuple[str, Any]]] = deque()
+        self._queue: deque[tuple[list[Output], int]] = deque()
         self._queued = 0  # records in the queue
         self._writing = 0  # records being written
         self._error: BaseException | None = None
@@ -426,9 +426,10 @@ class BackgroundWriter:
             )
             self._thread.start()
 
-    def submit(self, pairs: list[tuple[str, Any]]) -> None:
-        """Queue ``(kind, record)`` pairs; blocks while the buffer is full."""
-        if not pairs:
+    def submit(self, items: list[Output]) -> None:
+        """Queue ``(kind, records)`` outputs; blocks while the buffer is full."""
+        count = count_outputs(items)
+        if not count:
             return
         with self._cond:
             self._raise_if_failed()
@@ -437,8 +438,8 @@ class BackgroundWriter:
                 while self._queued >= self.buffer_rows and self._error is None:
                     self._cond.wait(1.0)
                 self._raise_if_failed()
-            self._queue.append(pairs)
-            self._queued += len(pairs)
+            self._queue.append((items, count))
+            self._queued += count
             QUEUED.set(self._queued)
             self._cond.notify_all()
 
@@ -465,18 +466,21 @@ class BackgroundWriter:
         if self._error is not None:
             raise RuntimeError(f"TimescaleDB writer failed: {self._error}") from self._error
 
-    def _take(self) -> list[tuple[str, Any]] | None:
+    def _take(self) -> list[Output] | None:
         with self._cond:
             while not self._queue and not self._closed:
                 self._cond.wait()
             if not self._queue:
                 return None
-            batch: list[tuple[str, Any]] = []
+            batch: list[Output] = []
+            taken = 0
             limit = self.partition.config.batch_rows
-            while self._queue and len(batch) < limit:
-                batch.extend(self._queue.popleft())
-            self._queued -= len(batch)
-            self._writing = len(batch)
+            while self._queue and taken < limit:
+                items, count = self._queue.popleft()
+                batch.extend(items)
+                taken += count
+            self._queued -= taken
+            self._writing = taken
             QUEUED.set(self._queued)
             return batch
 
@@ -552,13 +556,7 @@ class TimescaleKindPartition(StatefulSinkPartition[Any, None]):
     def write_batch(self, values: list[Any]) -> None:
         """Queue records or chunks of records of this kind (blocks while the buffer is full)."""
         kind = self.kind
-        pairs: list[tuple[str, Any]] = []
-        for value in values:
-            if type(value) is list:
-                pairs.extend([(kind, r) for r in value])
-            else:
-                pairs.append((kind, value))
-        self.writer.submit(pairs)
+        self.writer.submit([(kind, value) for value in values])
 
     def snapshot(self) -> None:
         """Wait until every record queued so far is committed: the epoch's rows are durable."""
