@@ -133,7 +133,8 @@ class SeriesProcessor:
         if kind == "telemetry":
             out.telemetry.append(reading)
             value = reading.value
-            if not is_number(value) or reading.quality == "bad":
+            # (is_number(), inlined: this runs for every reading)
+            if (type(value) is not float and type(value) is not int) or reading.quality == "bad":
                 # Bad-quality and non-numeric values are stored, but they must
                 # not move alarms, rollups or the detector's idea of normal.
                 return
