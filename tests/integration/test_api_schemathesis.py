@@ -75,9 +75,7 @@ def fuzz_schema(fuzz_world: World, kafka_bootstrap: str) -> Iterator[OpenApiSche
             "headers": fuzz_world.headers("plant-a", "admin"),
             "seed": 20260101,
             "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
-            "phases": {
-                "coverage": {"unexpected-methods": [], "generation": {"mode": "positive"}}
-            },
+            "phases": {"coverage": {"unexpected-methods": [], "generation": {"mode": "positive"}}},
         }
     )
     # Starts the app's lifespan (pool, producer) on schemathesis's event-loop thread.
