@@ -197,8 +197,8 @@ class AcknowledgeIn(BaseModel):
         extra="forbid", json_schema_extra={"example": {"by": "alice", "comment": "on it"}}
     )
 
-    by: str | None = Field(None, min_length=1, max_length=200)
-    comment: str | None = Field(None, max_length=2000)
+    by: StorableText | None = Field(None, min_length=1, max_length=200)
+    comment: StorableText | None = Field(None, max_length=2000)
 
 
 class ClearIn(AcknowledgeIn):

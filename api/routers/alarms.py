@@ -37,8 +37,10 @@ from api.deps import Operator, State, TenantDB
 from api.kafka import Headers, KafkaUnavailableError
 from api.models import AcknowledgeIn, AlarmDetail, AlarmOut, ClearIn, Page
 from api.params import (
+    TEXT_PATTERN,
     Cursor,
     Limit,
+    OptionalName,
     TimeRange,
     cursor_time,
     decode_cursor,
@@ -54,7 +56,7 @@ _COLUMNS = (
     "id, seq, tenant, device, metric, rule, kind, severity, state, transition, ts, raised_at,"
     " value, threshold, message, acknowledged_at, acknowledged_by, cleared_at, comment"
 )
-AlarmId = Annotated[str, Path(min_length=1, max_length=100)]
+AlarmId = Annotated[str, Path(min_length=1, max_length=100, pattern=TEXT_PATTERN)]
 StateFilter = Annotated[
     Literal["active", "raised", "acknowledged", "cleared"] | None,
     Query(description="active = raised or acknowledged."),
@@ -71,7 +73,7 @@ async def list_alarms(
     rng: Annotated[TimeRange, Depends(time_range)],
     state: StateFilter = None,
     severity: SeverityFilter = None,
-    device: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    device: OptionalName = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[AlarmOut]:

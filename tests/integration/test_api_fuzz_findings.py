@@ -145,3 +145,18 @@ def test_csv_export_of_a_non_latin1_series_names_its_file_exactly(
         'attachment; filename="rollups-press-1-temperature-1h.csv";'
         " filename*=UTF-8''rollups-press-1-temperature-1h.csv"
     )
+
+
+def test_unstorable_text_in_alarm_actions_and_filters_is_a_422(api: TestClient, api_world: World):
+    alarm_id = next(a.id for a in api_world.alarms.values() if a.tenant == "plant-a")
+    operator = api_world.headers("plant-a", "operator")
+    for body in ({"comment": "\ud800"}, {"by": "al\x00ice"}):
+        payload = json.dumps(body).encode()  # (keeps the lone surrogate as \ud800)
+        r = api.post(
+            f"/alarms/{alarm_id}/acknowledge",
+            content=payload,
+            headers={**operator, "Content-Type": "application/json"},
+        )
+        assert r.status_code == 422, r.text
+    assert api.get("/alarms", params={"device": NUL}, headers=operator).status_code == 422
+    assert api.get("/alarms/a%00b", headers=operator).status_code == 422
