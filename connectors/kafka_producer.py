@@ -177,44 +177,39 @@ class KafkaRecordWriter:
     def write(self, items: Iterable[tuple[str, Any]]) -> int:
         """Queue records for their topics (returns how many); raises after a delivery error."""
         self.check()
-        produce = self.producer.produce
-        topics, headers = self.topics, self.headers
-        counts: dict[str, int] = {}
+        by_kind: dict[str, list[Any]] = {}
         for kind, record in items:
-            topic = topics.get(kind)
-            if topic is None:
-                self._not_configured(kind, record)
-                continue
-            try:
-                value = to_json(record)
-                key = message_key(record)
-            except Exception as exc:  # a flow bug; keep the record as a dead letter
-                self._reject(kind, record, f"cannot serialise: {exc}")
-                continue
-            try:
-                produce(topic, value, key, headers=headers[kind])
-            except BufferError:
-                self._produce(topic, value, key, headers[kind])
-            except KafkaException as exc:
-                self._reject(kind, record, str(exc.args[0]), value)
-                continue
-            counts[topic] = counts.get(topic, 0) + 1
+            records = by_kind.get(kind)
+            if records is None:
+                by_kind[kind] = [record]
+            else:
+                records.append(record)
+        sent = sum(self._produce_kind(kind, records) for kind, records in by_kind.items())
         self.producer.poll(0)  # serve delivery reports
-        for topic, n in counts.items():
-            PRODUCED.inc(n, topic=topic)
         UNDELIVERED.set(len(self.producer), client=self.client_id)
-        return sum(counts.values())
+        return sent
 
     def write_kind(self, kind: str, records: list[Any]) -> int:
         """Queue records all of one kind (a chunk): :meth:`write` without per-record lookups."""
-        topic = self.topics.get(kind)
-        if topic is None or any(KIND_BY_TYPE.get(type(r)) != kind for r in records):
+        if any(KIND_BY_TYPE.get(type(r)) != kind for r in records):
             # Not this kind's records (a flow bug): each by its own type's kind, or
             # a name that is no kind, so that the record is dead-lettered.
             return self.write(
                 [(KIND_BY_TYPE.get(type(r)) or f"<{type(r).__name__}>", r) for r in records]
             )
         self.check()
+        sent = self._produce_kind(kind, records)
+        self.producer.poll(0)  # serve delivery reports
+        UNDELIVERED.set(len(self.producer), client=self.client_id)
+        return sent
+
+    def _produce_kind(self, kind: str, records: list[Any]) -> int:
+        """Produce records of one kind to its topic; how many were queued."""
+        topic = self.topics.get(kind)
+        if topic is None:
+            for record in records:
+                self._not_configured(kind, record)
+            return 0
         produce = self.producer.produce
         headers = self.headers[kind]
         sent = 0
@@ -233,9 +228,7 @@ class KafkaRecordWriter:
                 self._reject(kind, record, str(exc.args[0]), value)
                 continue
             sent += 1
-        self.producer.poll(0)  # serve delivery reports
         PRODUCED.inc(sent, topic=topic)
-        UNDELIVERED.set(len(self.producer), client=self.client_id)
         return sent
 
     def flush(self) -> None:

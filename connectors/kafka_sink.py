@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import threading
 from typing import Any
-from zlib import adler32
 
 from bytewax.outputs import (
     DynamicSink,
@@ -84,8 +83,7 @@ from bytewax.outputs import (
 
 from connectors.kafka_producer import KafkaDeliveryError, KafkaRecordWriter
 from flows.logs import get_logger
-from flows.outputs import iter_outputs
-from schemas.kinds import ALL_OUTPUT_KINDS
+from flows.outputs import KIND_PARTITIONS, chunk_records, iter_outputs, kind_partition
 from schemas.settings import Settings
 from schemas.sink_kafka import KafkaSinkConfig
 
@@ -99,8 +97,6 @@ __all__ = [
 log = get_logger("connectors.kafka_sink")
 
 Output = tuple[str, Any]
-
-_PARTS: list[str] = sorted(ALL_OUTPUT_KINDS)
 
 
 class _SharedWriter:
@@ -153,13 +149,7 @@ class KafkaKindPartition(StatefulSinkPartition[Any, None]):
         (A record of another type than the kind's, which only a flow bug
         makes, is sent by its own type's kind, or dead-lettered.)
         """
-        records: list[Any] = []
-        for value in values:
-            if type(value) is list:
-                records.extend(value)
-            else:
-                records.append(value)
-        self.writer.write_kind(self.kind, records)
+        self.writer.write_kind(self.kind, chunk_records(values))
 
     def snapshot(self) -> None:
         """Flush: returns once Kafka has every record so far, raises if any failed."""
@@ -188,14 +178,11 @@ class KafkaOutputSink(FixedPartitionedSink[Any, None]):
 
     def list_parts(self) -> list[str]:
         """Every output kind is a partition (every worker can write to Kafka)."""
-        return list(_PARTS)
+        return list(KIND_PARTITIONS)
 
     def part_fn(self, item_key: str) -> int:
         """The kind's own partition (Bytewax indexes the sorted list of partitions)."""
-        try:
-            return _PARTS.index(item_key)
-        except ValueError:  # not an output kind: the writer dead-letters it
-            return adler32(item_key.encode())
+        return kind_partition(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> KafkaKindPartition:
         """The partition of one kind, sharing this process's producer."""

@@ -68,7 +68,6 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-from zlib import adler32
 
 import psycopg
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -79,8 +78,7 @@ from connectors.timescale_rows import DEAD_LETTERS, SPEC_BY_TYPE, TableSpec
 from connectors.timescale_writer import Rejected, TimescaleWriter
 from flows.logs import get_logger
 from flows.metrics import counter, gauge
-from flows.outputs import count_outputs, flatten_outputs
-from schemas.kinds import ALL_OUTPUT_KINDS
+from flows.outputs import KIND_PARTITIONS, count_outputs, flatten_outputs, kind_partition
 from schemas.migrate import migrate
 from schemas.models import DeadLetter, to_json
 from schemas.settings import Settings
@@ -90,7 +88,6 @@ Output = tuple[str, Any]
 
 log = get_logger("connectors.timescale")
 
-_PARTS: list[str] = sorted(ALL_OUTPUT_KINDS)
 
 ROWS_WRITTEN = counter(
     "streamforge_timescale_rows_written_total", "Rows inserted or updated, by table"
@@ -592,14 +589,11 @@ class TimescaleSink(FixedPartitionedSink[Any, None]):
         record, as a user starting a flow expects.
         """
         self._shared.get("timescale", retention=False, use=False)
-        return list(_PARTS)
+        return list(KIND_PARTITIONS)
 
     def part_fn(self, item_key: str) -> int:
         """The kind's own partition (Bytewax indexes the sorted list of partitions)."""
-        try:
-            return _PARTS.index(item_key)
-        except ValueError:  # not an output kind: the writer dead-letters it
-            return adler32(item_key.encode())
+        return kind_partition(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> TimescaleKindPartition:
         """The partition of one kind, sharing this process's writer thread and connection.
