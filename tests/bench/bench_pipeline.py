@@ -32,7 +32,7 @@ def run_case(keys: int, steps: int) -> dict[str, Any]:
     """Run one case in this process and return its figures."""
     from bytewax.testing import run_main
 
-    from flows.ingest import build_flow
+    from flows.ingest import build_flow, tune_gc
     from flows.metrics import counter
     from schemas.config import PipelineConfig
     from schemas.sinks import NullSinkConfig
@@ -49,6 +49,7 @@ def run_case(keys: int, steps: int) -> dict[str, Any]:
     )
     config = PipelineConfig(sources=[sim], sinks=[NullSinkConfig()])
     flow = build_flow(config)
+    tune_gc()  # as python -m bytewax.run flows.ingest does
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cpu0 = time.process_time()
     t0 = time.perf_counter()

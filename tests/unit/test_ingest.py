@@ -107,3 +107,17 @@ def test_stdout_sink_highlights_alarms_and_events(capsys: Any) -> None:
     assert "*** ALARM RAISED *** [warning] default/oven-1 rule=hot" in printed
     assert ">>> EVENT default/oven-1 state.running: None -> True" in printed
     assert "temperature=70" in printed
+
+
+def test_flow_processes_collect_garbage_less_often() -> None:
+    import gc
+
+    from flows.ingest import GC_THRESHOLDS, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > before[0]
+    finally:
+        gc.set_threshold(*before)
