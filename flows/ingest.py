@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections import defaultdict
 from typing import Any
 
 import bytewax.operators as op
@@ -86,7 +87,9 @@ class Decoder:
     def __call__(self, items: list[Any]) -> list[Keyed | Output]:
         """Decode a batch of source items (``Reading``, ``RawMessage``, or operators'
         ``Alarm`` actions, which are routed like readings of their series)."""
-        chunks: dict[str, list[Reading]] = {}
+        # bucket -> its chunk; defaultdict: no throwaway list per item, as
+        # setdefault(key, []) would make
+        chunks: defaultdict[str, list[Reading | Alarm]] = defaultdict(list)
         dead_letters: list[Any] = []
         key = self._key
         decoded: dict[str, int] = {}
@@ -94,23 +97,18 @@ class Decoder:
         for item in items:
             if type(item) is Reading:
                 decoded[item.source] = decoded.get(item.source, 0) + 1
-                bucket = key(item)
-                chunk = chunks.get(bucket)
-                if chunk is None:
-                    chunks[bucket] = [item]
-                else:
-                    chunk.append(item)
+                chunks[key(item)].append(item)
             elif type(item) is RawMessage:
                 readings, dead = decode_payload(item, self.config)
                 for r in readings:
-                    chunks.setdefault(key(r), []).append(r)
+                    chunks[key(r)].append(r)
                 dead_letters.extend(dead)
                 decoded[item.source] = decoded.get(item.source, 0) + len(readings)
                 if dead:
                     rejected[item.source] = rejected.get(item.source, 0) + len(dead)
             elif type(item) is Alarm:
                 # An operator's action (connectors.alarm_actions): to its series' bucket.
-                chunks.setdefault(key(item), []).append(item)  # type: ignore[arg-type]
+                chunks[key(item)].append(item)
             elif type(item) is DeadLetter:
                 dead_letters.append(item)
             else:

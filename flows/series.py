@@ -295,6 +295,11 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading], Output, Any]):
         series = self.series
         last_seen = self.last_seen
         now = time.time()
+        # No wake-up set (the bucket was quiet): one is needed if a series with
+        # rollups spoke. Noted here, so a bucket without rollups (events only)
+        # is not rescanned on every batch.
+        quiet = self._deadline is None
+        woken = False
         for chunk in values:
             for reading in chunk:
                 key = f"{reading.tenant}/{reading.device}/{reading.metric}"
@@ -310,8 +315,9 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading], Output, Any]):
                 process(entry[0], reading, out)
                 entry[1] = reading
                 last_seen[key] = now
-        if self._deadline is None or now >= self._refresh_at:
-            # (no wake-up set: the bucket was quiet; its new values need one)
+                if quiet and entry[0].rollups is not None:
+                    woken = True
+        if woken or now >= self._refresh_at:
             self._schedule(now)
         return out.items(), StatefulBatchLogic.RETAIN
 
