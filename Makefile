@@ -14,14 +14,17 @@ down:
 status:
 	bash deploy/services.sh status
 
-# The virtual environment, rebuilt when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# The virtual environment, rebuilt when pyproject.toml or setup.py changes.
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet --upgrade pip 'setuptools>=77'
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The hot modules compiled by Cython (setup.py); rebuilt here when a compiled
+# .py or its .pxd changed since (cythonize skips the unchanged ones).
 install: $(VENV)/.installed
+	$(PY) setup.py --quiet build_ext --inplace --parallel 2
 
 # The whole suite: installs, starts the services it needs, runs lint and every
 # test, and stops the services it started.
@@ -46,4 +49,5 @@ bench: install
 	bash deploy/run-bench.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build
+	rm -f flows/*.c flows/*.so connectors/*.c connectors/*.so
