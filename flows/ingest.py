@@ -41,6 +41,7 @@ from flows.decode import decode_payload
 from flows.logs import configure_logging, get_logger
 from flows.metrics import counter
 from flows.outputs import Output, flatten_outputs, make_sink
+from flows.pure_python import compiled_modules
 from flows.series import bucket_of, series_logic_builder
 from flows.sources import make_source
 from schemas.config import ConfigError, DecodeConfig, PipelineConfig, load_pipeline_config
@@ -224,15 +225,19 @@ def flow_from_environment() -> Dataflow:
     except ConfigError as exc:
         print(f"streamforge: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    flow = build_flow(config)
     log.info(
         "pipeline config loaded",
         extra={
             "step": "start",
             "sources": [s.type for s in config.sources],
             "sinks": [s.type for s in config.sinks],
+            # Empty when running as pure Python (no compiler at install, or
+            # STREAMFORGE_PURE_PYTHON=1): same results, slower.
+            "compiled_modules": compiled_modules(),
         },
     )
-    return build_flow(config)
+    return flow
 
 
 def __getattr__(name: str) -> Any:

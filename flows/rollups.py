@@ -205,7 +205,18 @@ class RollupState:
     length`` windows per tier; nothing else grows.
     """
 
-    __slots__ = ("_cur_acc", "_cur_end", "_cur_idx", "_max_ts", "_next_check", "_spec", "_wins")
+    __slots__ = (
+        "_cur_acc",
+        "_cur_end",
+        "_cur_idx",
+        "_delay",
+        "_lateness",
+        "_len0",
+        "_max_ts",
+        "_next_check",
+        "_spec",
+        "_wins",
+    )
 
     def __init__(
         self,
@@ -213,10 +224,12 @@ class RollupState:
         watermark_delay: float,
         allowed_lateness: float,
     ) -> None:
-        self._spec = _spec(
-            tuple((str(n), float(s)) for n, s in tiers),
-            float(watermark_delay),
-            float(allowed_lateness),
+        self._set_spec(
+            _spec(
+                tuple((str(n), float(s)) for n, s in tiers),
+                float(watermark_delay),
+                float(allowed_lateness),
+            )
         )
         self._max_ts = -_INF
         # One dict per tier: window index (start / length) -> accumulator.
@@ -228,6 +241,14 @@ class RollupState:
         self._cur_idx: int | None = None
         self._cur_acc: Acc = []
         self._cur_end = _INF
+
+    def _set_spec(self, spec: RollupSpec) -> None:
+        self._spec = spec
+        # The spec's numbers that every value needs, as the state's own fields
+        # (compiled, they are C doubles: no attribute lookup on the spec).
+        self._len0 = spec.lengths[0]
+        self._delay = spec.watermark_delay
+        self._lateness = spec.allowed_lateness
 
     @classmethod
     def from_config(cls, config: Any) -> RollupState:
@@ -258,8 +279,7 @@ class RollupState:
 
     def add(self, ts: float, value: float, out: list[Any], ident: SeriesIdent) -> None:
         """Add one value at event time ``ts`` (epoch seconds) and emit what became due."""
-        spec = self._spec
-        idx = math.floor(ts / spec.lengths[0])
+        idx = math.floor(ts / self._len0)
         if idx == self._cur_idx:
             # The window the previous value went to: it is held, so not too late.
             acc = self._cur_acc
@@ -267,9 +287,9 @@ class RollupState:
             if ts > self._max_ts:
                 self._max_ts = ts
         else:
-            wm = self._max_ts - spec.watermark_delay
-            end = (idx + 1) * spec.lengths[0]
-            if end + spec.allowed_lateness <= wm:
+            wm = self._max_ts - self._delay
+            end = (idx + 1) * self._len0
+            if end + self._lateness <= wm:
                 self._late(ts, value, idx, wm, out, ident)
                 return
             if ts > self._max_ts:
@@ -282,7 +302,7 @@ class RollupState:
                 self._cur_idx, self._cur_acc, self._cur_end = idx, acc, end
                 if end < self._next_check:
                     self._next_check = end
-                if self._max_ts - spec.watermark_delay >= self._next_check:
+                if self._max_ts - self._delay >= self._next_check:
                     self._advance(out, ident, False)
                 return
             acc = found
@@ -293,6 +313,7 @@ class RollupState:
             self._next_check = end
         if acc[10]:
             # Already merged into the coarser windows: update them directly.
+            spec = self._spec
             for t in range(1, len(spec.factors)):
                 c = idx // spec.factors[t]
                 cacc = self._wins[t][c]
@@ -301,7 +322,7 @@ class RollupState:
                     if cend < self._next_check:
                         self._next_check = cend
                 _add_value(cacc, ts, value)
-        if self._max_ts - spec.watermark_delay >= self._next_check:
+        if self._max_ts - self._delay >= self._next_check:
             self._advance(out, ident, False)
 
     def add_many(
@@ -443,5 +464,5 @@ class RollupState:
 
     def __setstate__(self, state: Sequence[Any]) -> None:
         tiers, delay, lateness, self._max_ts, self._wins, self._next_check = state
-        self._spec = _spec(tiers, delay, lateness)
+        self._set_spec(_spec(tiers, delay, lateness))
         self._cur_idx, self._cur_acc, self._cur_end = None, [], _INF

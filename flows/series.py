@@ -84,7 +84,7 @@ class SeriesProcessor:
     """Creates series states from the pipeline config and runs readings through them.
 
     Plain Python, usable without Bytewax (the unit tests drive it directly);
-    :class:`SeriesLogic` adapts it to Bytewax's ``stateful_batch``.
+    :class:`SeriesBucketLogic` adapts it to Bytewax's ``stateful_batch``.
     """
 
     def __init__(self, config: PipelineConfig) -> None:
@@ -185,6 +185,41 @@ class SeriesProcessor:
             out.alarm.extend(state.device_alarm.update(reading))
         else:
             out.log.append(to_log_record(reading))
+
+    def process_batch(
+        self,
+        chunks: list[list[Any]],
+        series: dict[str, list[Any]],
+        last_seen: dict[str, float],
+        now: float,
+        out: OutputChunks,
+    ) -> bool:
+        """Run chunks of readings (and operators' alarm actions) through their series.
+
+        ``series`` maps each series key to ``[SeriesState, last reading]`` and
+        gains an entry for every new series; ``last_seen`` gets ``now`` for
+        every series that sent a reading. True if one of those has rollups.
+        """
+        with_rollups = False
+        for chunk in chunks:
+            for reading in chunk:
+                key = f"{reading.tenant}/{reading.device}/{reading.metric}"
+                entry = series.get(key)
+                if type(reading) is Alarm:  # an operator's action (see flows.alarm_lifecycle)
+                    if entry is None:
+                        OPERATOR_ACTIONS.inc(outcome="unknown")
+                    else:
+                        self.follow(entry[0], reading, out)
+                    continue
+                if entry is None:
+                    entry = series[key] = [self.new_state(reading), reading]
+                state = entry[0]
+                self.process(state, reading, out)
+                entry[1] = reading
+                last_seen[key] = now
+                if state.rollups is not None:
+                    with_rollups = True
+        return with_rollups
 
     def follow(self, state: SeriesState, action: Alarm, out: OutputChunks) -> None:
         """Apply an operator's alarm action to the tracker of its rule, if this series has one."""
@@ -291,33 +326,13 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading], Output, Any]):
     def on_batch(self, values: list[list[Reading]]) -> tuple[list[Output], bool]:
         """Process chunks of readings of this bucket's series, in arrival order."""
         out = OutputChunks()
-        process = self.processor.process
-        series = self.series
-        last_seen = self.last_seen
         now = time.time()
         # No wake-up set (the bucket was quiet): one is needed if a series with
-        # rollups spoke. Noted here, so a bucket without rollups (events only)
-        # is not rescanned on every batch.
+        # rollups spoke. Asked only then, so a bucket without rollups (events
+        # only) is not rescanned on every batch.
         quiet = self._deadline is None
-        woken = False
-        for chunk in values:
-            for reading in chunk:
-                key = f"{reading.tenant}/{reading.device}/{reading.metric}"
-                entry = series.get(key)
-                if type(reading) is Alarm:  # an operator's action (see flows.alarm_lifecycle)
-                    if entry is None:
-                        OPERATOR_ACTIONS.inc(outcome="unknown")
-                    else:
-                        self.processor.follow(entry[0], reading, out)
-                    continue
-                if entry is None:
-                    entry = series[key] = [self.processor.new_state(reading), reading]
-                process(entry[0], reading, out)
-                entry[1] = reading
-                last_seen[key] = now
-                if quiet and entry[0].rollups is not None:
-                    woken = True
-        if woken or now >= self._refresh_at:
+        woken = self.processor.process_batch(values, self.series, self.last_seen, now, out)
+        if (quiet and woken) or now >= self._refresh_at:
             self._schedule(now)
         return out.items(), StatefulBatchLogic.RETAIN
 

@@ -1,13 +1,17 @@
 """Processing benchmark: simulator -> decode -> series step -> null sink, one process.
 
-    python -m tests.bench.bench_pipeline            # all cases, ~2-3 minutes
-    python -m tests.bench.bench_pipeline --keys 10000
+    python -m tests.bench.bench_pipeline            # all cases, ~8 minutes
+    python -m tests.bench.bench_pipeline --keys 10000 --repeat 5 --no-pure
 
 Each case runs in its own subprocess (so its peak RSS is its own) on one
 Bytewax worker, with the default pipeline (classification, threshold alarms,
 1m/5m/1h rollups, the default anomaly detector with scores emitted) and
-replayed timestamps, so every key gets ``--steps`` values. Prints a table
-and writes ``tests/bench/reports/pipeline.json``. Nothing is asserted.
+replayed timestamps, so every key gets ``--steps`` values. Each case runs
+``--repeat`` times as built (the Cython extensions of setup.py, if any)
+and as many times as pure Python (``STREAMFORGE_PURE_PYTHON=1``),
+interleaved, so the reported speed-up holds however the machine's speed
+drifts. Prints a table and writes ``tests/bench/reports/pipeline.json``.
+Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -72,32 +76,80 @@ def run_case(keys: int, steps: int) -> dict[str, Any]:
     }
 
 
+def run_subprocess(keys: int, steps: int, pure: bool) -> dict[str, Any]:
+    """One case in a fresh process (its own peak RSS); ``pure``: STREAMFORGE_PURE_PYTHON=1."""
+    cmd = [sys.executable, "-m", "tests.bench.bench_pipeline", "--one"]
+    cmd += ["--keys", str(keys), "--steps", str(steps)]
+    env = dict(os.environ, STREAMFORGE_PURE_PYTHON="1" if pure else "0")
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main() -> None:
     """Run the cases (each in a subprocess), print a table, write the JSON report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, action="append", help="only these key counts")
     parser.add_argument("--steps", type=int, default=0, help="values per key (0: per case)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per case below 100,000 keys (1 above)"
+    )
+    parser.add_argument(
+        "--no-pure", action="store_true", help="skip the pure-Python runs of each case"
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_case(args.keys[0], args.steps)))
+        result = run_case(args.keys[0], args.steps)
+        import flows.pure_python
+
+        result["compiled_modules"] = flows.pure_python.compiled_modules()
+        print(json.dumps(result))
         return
     cases = args.keys or [100, 10_000, 100_000]
     results = []
     for keys in cases:
         # Enough values per key for windows to close, within ~1 minute per case.
         steps = args.steps or max(10, min(3000, 600_000 // keys))
-        cmd = [sys.executable, "-m", "tests.bench.bench_pipeline", "--one"]
-        cmd += ["--keys", str(keys), "--steps", str(steps)]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        repeat = args.repeat if keys < 100_000 else 1
+        runs: dict[str, list[dict[str, Any]]] = {"compiled": [], "pure": []}
+        # Interleaved, so a drift in the machine's speed hits both builds alike.
+        for _ in range(repeat):
+            runs["compiled"].append(run_subprocess(keys, steps, pure=False))
+            if not args.no_pure:
+                runs["pure"].append(run_subprocess(keys, steps, pure=True))
+        first = runs["compiled"][0]
+        result = {k: first[k] for k in ("keys", "readings", "outputs", "compiled_modules")}
+        for build, done in runs.items():
+            if not done:
+                continue
+            rates = sorted(r["readings_per_s"] for r in done)
+            result[build] = {
+                "readings_per_s_median": rates[len(rates) // 2],
+                "readings_per_s_best": rates[-1],
+                "runs": rates,
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in done),
+                "rss_growth_kb_per_key": max(r["rss_growth_kb_per_key"] for r in done),
+            }
+        if runs["pure"]:
+            result["speedup_median"] = round(
+                result["compiled"]["readings_per_s_median"]
+                / result["pure"]["readings_per_s_median"],
+                2,
+            )
         results.append(result)
-        print(
+        c = result["compiled"]
+        line = (
             f"{result['keys']:>8} keys  {result['readings']:>9} readings  "
-            f"{result['readings_per_s']:>8} readings/s  peak RSS {result['peak_rss_mb']:>7} MB  "
-            f"({result['rss_growth_kb_per_key']} KB/key)",
-            flush=True,
+            f"{c['readings_per_s_median']:>8} readings/s median, {c['readings_per_s_best']} best "
+            f"of {repeat}  peak RSS {c['peak_rss_mb']:>6} MB ({c['rss_growth_kb_per_key']} KB/key)"
         )
+        if runs["pure"]:
+            line += (
+                f"  | pure Python {result['pure']['readings_per_s_median']} median "
+                f"(compiled {result['speedup_median']}x)"
+            )
+        print(line, flush=True)
     report = {
         "benchmark": "pipeline",
         "command": "python -m tests.bench.bench_pipeline",
@@ -106,6 +158,8 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "pipeline": "simulator -> decode -> classify/events/alarms/rollups(1m,5m,1h)/anomaly "
         "-> null sink, 1 worker",
+        "builds": "compiled: the Cython extensions of setup.py (modules listed per case); "
+        "pure: the same code as Python (STREAMFORGE_PURE_PYTHON=1), runs interleaved",
         "results": results,
     }
     REPORT.parent.mkdir(parents=True, exist_ok=True)

@@ -127,3 +127,39 @@ def test_detector_state_moves_between_builds() -> None:
         s = restored.score_one(float(i), x)
         assert s == b.score_one(float(i), x)
         assert s == a.score_one(float(i), x)
+
+
+def _imported_in_subprocess(pure: str) -> dict[str, object]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, flows.series, flows.regime_detector, connectors.simulator_plant\n"
+        "from flows.pure_python import compiled_modules\n"
+        "print(json.dumps({'compiled': compiled_modules(),"
+        " 'detector': flows.regime_detector.__file__}))"
+    )
+    env = dict(os.environ, STREAMFORGE_PURE_PYTHON=pure)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=ROOT
+    )
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_pure_python_switch_loads_sources_only() -> None:
+    result = _imported_in_subprocess("1")
+    assert result["compiled"] == []
+    assert str(result["detector"]).endswith("flows/regime_detector.py")
+
+
+def test_compiled_modules_lists_the_extensions_in_use() -> None:
+    if not is_compiled(importlib.import_module("flows.regime_detector")):
+        pytest.skip("no extensions built here")
+    result = _imported_in_subprocess("0")
+    compiled = result["compiled"]
+    assert isinstance(compiled, list)
+    assert {"flows.regime_detector", "flows.series", "connectors.simulator_plant"} <= set(compiled)
+    assert "flows.pure_python" not in compiled

@@ -1,0 +1,27 @@
+# Cython declarations for flows/series.py (see setup.py and regime_detector.pxd):
+# the per-series state, the processor and the output lists as extension types,
+# so the per-reading path reads their fields directly.
+import cython
+
+from flows.rollups cimport RollupState
+
+cdef class SeriesState:
+    cdef public str kind
+    cdef public object events, detector, anomaly_alarm, device_alarm
+    cdef public list threshold_alarms
+    cdef public RollupState rollups
+
+cdef class OutputChunks:
+    cdef public list telemetry, event, alarm, log, rollup, anomaly_score, dead_letter
+
+cdef class SeriesProcessor:
+    cdef public object config, classifier, tiers, detector_name, _epoch
+    cdef public bint rollups_on, anomaly_on, emit_scores
+    cdef public double threshold
+
+    @cython.locals(entry=list, state=SeriesState, with_rollups=bint)
+    cpdef bint process_batch(self, chunks, dict series, dict last_seen, double now,
+                             OutputChunks out)
+
+    @cython.locals(kind=str, produced=list, epoch=double, score=double)
+    cpdef process(self, SeriesState state, reading, OutputChunks out)
