@@ -30,6 +30,10 @@ COMPILED = [
     "connectors/simulator_plant.py",
     "connectors/simulator_model.py",
     "connectors/simulator_devices.py",
+    "connectors/kafka_producer.py",
+    "connectors/kafka_sink.py",
+    "connectors/kafka_source.py",
+    "connectors/timescale_writer.py",
 ]
 
 

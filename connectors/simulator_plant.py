@@ -254,8 +254,10 @@ class PlantSimulator:
 
     # ------------------------------------------------------------------ values
 
-    def _layout(self, lo: int, hi: int) -> _Layout:
-        layout = self._layouts.get((lo, hi))
+    def _layout(self, lo: int, hi: int, chunk_steps: int = 0) -> _Layout:
+        """The layout of columns ``lo .. hi-1`` (cached unless ``chunk_steps`` is given:
+        then its device state is computed ``chunk_steps`` steps at a time)."""
+        layout = None if chunk_steps else self._layouts.get((lo, hi))
         if layout is not None:
             return layout
         if len(self._layouts) >= 1024:
@@ -277,10 +279,11 @@ class PlantSimulator:
             other_dev=local[other] - dlo,
             other_signal=signal[other],
             strings=bool(np.any(signal[other] >= 3)),
-            chunk_steps=max(1, min(256, 32768 // (int(local[-1]) - dlo + 1))),
+            chunk_steps=chunk_steps or max(1, min(256, 32768 // (int(local[-1]) - dlo + 1))),
             meta=(self._col_device[lo:hi], self._col_metric[lo:hi], self._col_unit[lo:hi]),
         )
-        self._layouts[(lo, hi)] = layout
+        if not chunk_steps:
+            self._layouts[(lo, hi)] = layout
         return layout
 
     def _frame(self, k0: int, n: int, lo: int, hi: int) -> list[Reading]:
@@ -396,7 +399,10 @@ class PlantSimulator:
     def _normal_value(self, nid: int, step: int) -> float:
         """The anomaly-free value of analog series ``nid`` at ``step`` (a stuck sensor's)."""
         col = int(self._num_col[nid])
-        layout = self._layout(col, col + 1)
+        # One step of one column: a layout of its own, uncached, whose device
+        # state is computed for that step alone (the default chunk would be
+        # 256 steps, and caching it would evict the layouts of whole batches).
+        layout = self._layout(col, col + 1, chunk_steps=1)
         return float(self._values(layout, range(step, step + 1), False)[0, 0])
 
     # ------------------------------------------------------------------ anomalies
