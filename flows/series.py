@@ -139,16 +139,16 @@ class SeriesProcessor:
                 # not move alarms, rollups or the detector's idea of normal.
                 return
             value = float(value)
+            reading_ts = reading.ts
             for tracker in state.threshold_alarms:
                 alarms = tracker.update(reading)
                 if alarms:
                     out.alarm.extend(alarms)
             if state.rollups is not None:
                 ts, epoch = self._epoch
-                if ts is not reading.ts:
-                    ts = reading.ts
-                    epoch = ts.timestamp()
-                    self._epoch = (ts, epoch)
+                if ts is not reading_ts:
+                    epoch = reading_ts.timestamp()
+                    self._epoch = (reading_ts, epoch)
                 produced: list[Any] = []
                 state.rollups.add(epoch, value, produced, reading)
                 for record in produced:
@@ -157,14 +157,14 @@ class SeriesProcessor:
                     else:  # a value later than the allowed lateness
                         out.dead_letter.append(record)
             if state.detector is not None:
-                score = state.detector.score_one(reading.ts, value)
+                score = state.detector.score_one(reading_ts, value)
                 if self.emit_scores:
                     out.anomaly_score.append(
                         AnomalyScore(
                             reading.tenant,
                             reading.device,
                             reading.metric,
-                            reading.ts,
+                            reading_ts,
                             value,
                             score,
                             self.detector_name,
@@ -172,7 +172,7 @@ class SeriesProcessor:
                         )
                     )
                 assert state.anomaly_alarm is not None
-                alarms = state.anomaly_alarm.update(reading.ts, value, score)
+                alarms = state.anomaly_alarm.update(reading_ts, value, score)
                 if alarms:
                     out.alarm.extend(alarms)
         elif kind == "event":
