@@ -9,6 +9,12 @@ cdef double _LN10, _NEW_COUNT, SPIKE_AT, SHIFT_AT, DRIFT_AT, STUCK_AT, FLAT_AT, 
 cdef double SLOPE, SLOW, ANCHOR, SCALE, WANDER, REPEAT, ACTIVITY, CANDIDATE, Q_UP, Q99_DOWN
 cdef double Q50_UP, Q50_DOWN, SEPARATE, TRUSTED, _LEARN
 
+cdef class Regime:
+    cdef public double level, spread, noise, dev1, anchor, dev2, prep, count, seen
+    cdef public double z99, z50, s99, s50, slope
+
+cpdef double _width(Regime mode)
+
 cdef class RegimeDetector:
     cdef public long _accept, _max_regimes, _warmup, _n, _run
     cdef public Py_ssize_t _cur
@@ -23,5 +29,8 @@ cdef class RegimeDetector:
                    units=double, switched=bint, transition=bint, lim=double, out=double,
                    sign=double, d1=double, d2=double, step=double, act=double, alarm=double,
                    u=double, s=double, reported=double, score=double, run=long, inv=double,
-                   dev=double, old_level=double, a=double, k=double, m=list)
+                   dev=double, old_level=double, a=double, k=double, m=Regime)
     cpdef double score_one(self, object ts, double value)
+
+    @cython.locals(cur=Regime, mode=Regime, d=double, best_d=double, r=double)
+    cpdef tuple _switch(self, double x, long n, bint may_transit)

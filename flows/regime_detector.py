@@ -35,7 +35,7 @@ def alarm_units_to_score(units: float) -> float:
     return 1.0 - exp(-_LN10 * units**4)
 
 
-# A regime is a list of floats (fast to update, small to pickle):
+# A regime (class Regime) holds, per value where noted:
 #  0 level   slow EWMA of the values: where the regime is now
 #  1 spread  EW mean |value - level|: how wide the regime is
 #  2 noise   EW mean |value - fast|: one-step unpredictability
@@ -82,9 +82,88 @@ _GAUSS_QUANTILES = (3.23, 0.845)  # 99th percentile and median of |N(0,1)| / E|N
 _LEARN = 0.84  # units below this (score < 0.5) are normal and learned from
 
 
-def _width(mode: list[float]) -> float:
+class Regime:
+    """One regime of a series: its robust statistics (see the field list above).
+
+    Compiled (regime_detector.pxd), the fields are C doubles: 128 bytes with
+    no float objects, where a list of 14 floats took about 500.
+    """
+
+    __slots__ = (
+        "anchor",
+        "count",
+        "dev1",
+        "dev2",
+        "level",
+        "noise",
+        "prep",
+        "s50",
+        "s99",
+        "seen",
+        "slope",
+        "spread",
+        "z50",
+        "z99",
+    )
+
+    def __init__(
+        self,
+        level: float,
+        spread: float,
+        noise: float,
+        dev1: float,
+        anchor: float,
+        dev2: float,
+        prep: float,
+        count: float,
+        seen: float,
+        z99: float,
+        z50: float,
+        s99: float,
+        s50: float,
+        slope: float,
+    ) -> None:
+        self.level = level
+        self.spread = spread
+        self.noise = noise
+        self.dev1 = dev1
+        self.anchor = anchor
+        self.dev2 = dev2
+        self.prep = prep
+        self.count = count
+        self.seen = seen
+        self.z99 = z99
+        self.z50 = z50
+        self.s99 = s99
+        self.s50 = s50
+        self.slope = slope
+
+    def fields(self) -> tuple[float, ...]:
+        """The fields in ``__init__`` order."""
+        return (
+            self.level,
+            self.spread,
+            self.noise,
+            self.dev1,
+            self.anchor,
+            self.dev2,
+            self.prep,
+            self.count,
+            self.seen,
+            self.z99,
+            self.z50,
+            self.s99,
+            self.s50,
+            self.slope,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Regime, self.fields())
+
+
+def _width(mode: Regime) -> float:
     """How far a regime's values normally are from its anchor: spread plus wander."""
-    return mode[1] + mode[5] + 1e-9 * (abs(mode[4]) + 1.0)
+    return mode.spread + mode.dev2 + 1e-9 * (abs(mode.anchor) + 1.0)
 
 
 def _alarm_level(q99: float, q50: float, minimum: float) -> float:
@@ -96,7 +175,7 @@ def _alarm_level(q99: float, q50: float, minimum: float) -> float:
     in both), so heavy-tailed series alarm about as rarely as Gaussian ones.
     """
     level = 0.446 * q99 * q99 / q50
-    return level if level > minimum else minimum
+    return max(minimum, level)
 
 
 class RegimeDetector:
@@ -189,7 +268,7 @@ class RegimeDetector:
         # Level, spread, noise and count of the recent anomalous data (acceptance).
         self._cand: list[float] | None = None
         self._cur = 0
-        self._modes: list[list[float]] = []
+        self._modes: list[Regime] = []
 
     def score_one(self, ts: datetime | float, value: float) -> float:
         """Score ``value`` in [0, 1], then learn from it."""
@@ -197,11 +276,24 @@ class RegimeDetector:
         n = self._n + 1
         self._n = n
         if n == 1:
-            self._modes = [[x, 0.0, 0.0, 0.0, x, 0.0, 0.1, 1.0, 1.0, *_GAUSS_QUANTILES * 2, 0.0]]
+            q99, q50 = _GAUSS_QUANTILES
+            self._modes = [Regime(x, 0.0, 0.0, 0.0, x, 0.0, 0.1, 1.0, 1.0, q99, q50, q99, q50, 0.0)]
             self._fast = self._prev = x
             return 0.0
         m = self._modes[self._cur]
-        level, spread, noise, dev1, anchor, dev2, prep, count, _, z99, z50, s99, s50, slope = m
+        level = m.level
+        spread = m.spread
+        noise = m.noise
+        dev1 = m.dev1
+        anchor = m.anchor
+        dev2 = m.dev2
+        prep = m.prep
+        count = m.count
+        z99 = m.z99
+        z50 = m.z50
+        s99 = m.s99
+        s50 = m.s50
+        slope = m.slope
         # Scales never reach zero: a perfectly constant regime still has a resolution.
         floor = 1e-9 * (abs(level) + 1.0)
         old_fast = self._fast
@@ -219,8 +311,19 @@ class RegimeDetector:
             transition = units > 0.0
             if switched:
                 m = self._modes[self._cur]
-                level, spread, noise, dev1, anchor, dev2, prep, count = m[:8]
-                z99, z50, s99, s50, slope = m[9:]
+                level = m.level
+                spread = m.spread
+                noise = m.noise
+                dev1 = m.dev1
+                anchor = m.anchor
+                dev2 = m.dev2
+                prep = m.prep
+                count = m.count
+                z99 = m.z99
+                z50 = m.z50
+                s99 = m.s99
+                s50 = m.s50
+                slope = m.slope
                 floor = 1e-9 * (abs(level) + 1.0)
                 fast = level + FAST * (x - level)  # as if the context had been in it
                 trend = 0.0
@@ -260,32 +363,28 @@ class RegimeDetector:
         act = self._act + ACTIVITY * (step - self._act)
         # _alarm_level, inlined (hot path).
         alarm = 0.446 * z99 * z99 / z50
-        u = z / (alarm if alarm > SPIKE_AT else SPIKE_AT)
+        u = z / (max(SPIKE_AT, alarm))
         if units == 0.0:  # not a transition value (those have their own units)
             units = u
         s = d1 / (dev1 + floor)
         alarm = 0.446 * s99 * s99 / s50
-        u = s / (alarm if alarm > SHIFT_AT else SHIFT_AT)
-        if u > units:
-            units = u
+        u = s / (max(SHIFT_AT, alarm))
+        units = max(units, u)
         u = d2 / ((dev2 + floor) * DRIFT_AT)
-        if u > units:
-            units = u
+        units = max(units, u)
         units *= self._sens
         if pending > units and z < 3.0:
             units = pending  # back to the regime after one odd value: that was a spike
         if step <= floor:
             run = self._run + 1
             if run > 0:  # (negative: an accepted constant stretch)
-                u = run * -log(prep if prep > 0.01 else 0.01) / STUCK_AT
-                if u > units:
-                    units = u
+                u = run * -log(max(0.01, prep)) / STUCK_AT
+                units = max(units, u)
         else:
             run = 0
         if act < FLAT_AT * noise and noise > 10.0 * floor and run >= 0:
             u = 0.5 * FLAT_AT * noise / (act + floor)
-            if u > units:
-                units = u
+            units = max(units, u)
         if count < 5.0:
             units = 0.0  # too little seen to judge, even for learning
         reported = units * n / self._warmup if n < self._warmup else units
@@ -311,35 +410,43 @@ class RegimeDetector:
             inv = 1.0 / count
             dev = x - level
             old_level = level
-            level += slope + (inv if inv > SLOW else SLOW) * (dev - slope)
+            level += slope + (max(SLOW, inv)) * (dev - slope)
             slope += SLOPE * (level - old_level - slope)
-            a = inv if inv > SCALE else SCALE
+            a = max(SCALE, inv)
             if dev < 0.0:
                 dev = -dev
             if count > 20.0:  # winsorise once the scales mean something
-                if dev > 4.0 * spread:
-                    dev = 4.0 * spread
-                if ar > 4.0 * noise:
-                    ar = 4.0 * noise
-                if d1 > 4.0 * dev1:
-                    d1 = 4.0 * dev1
-                if d2 > 4.0 * dev2:
-                    d2 = 4.0 * dev2
+                dev = min(dev, 4.0 * spread)
+                ar = min(ar, 4.0 * noise)
+                d1 = min(d1, 4.0 * dev1)
+                d2 = min(d2, 4.0 * dev2)
             spread += a * (dev - spread)
             noise += a * (ar - noise)
             dev1 += a * (d1 - dev1)
-            anchor += (inv if inv > ANCHOR else ANCHOR) * (level - anchor)
-            dev2 += (inv if inv > WANDER else WANDER) * (d2 - dev2)
+            anchor += (max(ANCHOR, inv)) * (level - anchor)
+            dev2 += (max(WANDER, inv)) * (d2 - dev2)
             prep += REPEAT * ((1.0 if run else 0.0) - prep)
             z99 = z99 * Q_UP if z > z99 else z99 * Q99_DOWN
             # (medians stay above 0.05: they divide, and a constant series shrinks them)
             z50 = z50 * Q50_UP if z > z50 else z50 * Q50_DOWN if z50 > 0.05 else z50
             s99 = s99 * Q_UP if s > s99 else s99 * Q99_DOWN
             s50 = s50 * Q50_UP if s > s50 else s50 * Q50_DOWN if s50 > 0.05 else s50
-            m[:] = (level, spread, noise, dev1, anchor, dev2, prep, count, n,
-                    z99, z50, s99, s50, slope)  # fmt: skip
+            m.level = level
+            m.spread = spread
+            m.noise = noise
+            m.dev1 = dev1
+            m.anchor = anchor
+            m.dev2 = dev2
+            m.prep = prep
+            m.count = count
+            m.seen = n
+            m.z99 = z99
+            m.z50 = z50
+            m.s99 = s99
+            m.s50 = s50
+            m.slope = slope
         else:
-            m[8] = n
+            m.seen = n
             # Suspect values (score 0.5 .. 0.9) count half: a drift gets time to show.
             self._streak += 1.0 if units >= 1.0 else 0.5
             cand = self._cand
@@ -373,23 +480,25 @@ class RegimeDetector:
         best, best_d = -1, 3.0
         between = False
         for j, mode in enumerate(modes):
-            if j == self._cur or mode[7] < TRUSTED or n - mode[8] > 200_000:
+            if j == self._cur or mode.count < TRUSTED or n - mode.seen > 200_000:
                 continue
-            if abs(mode[4] - cur[4]) < SEPARATE * max(_width(mode), _width(cur)):
+            if abs(mode.anchor - cur.anchor) < SEPARATE * max(_width(mode), _width(cur)):
                 continue  # too close to tell apart: not a regime of its own
             # A regime spans its anchor +- its width (its level may be stale).
-            d = abs(x - mode[4]) / _width(mode)
+            d = abs(x - mode.anchor) / _width(mode)
             if d < best_d:
                 best, best_d = j, d
-            lo, hi = (cur[4], mode[4]) if cur[4] < mode[4] else (mode[4], cur[4])
+            lo, hi = (
+                (cur.anchor, mode.anchor) if cur.anchor < mode.anchor else (mode.anchor, cur.anchor)
+            )
             if lo < x < hi:
                 between = True
         if best >= 0:
             self._cur = best
             return True, 0.0
         if between and may_transit:
-            r = abs(x - self._fast) / (cur[2] + 1e-9 * (abs(cur[0]) + 1.0))
-            self._pending = r / _alarm_level(cur[9], cur[10], SPIKE_AT) * self._sens
+            r = abs(x - self._fast) / (cur.noise + 1e-9 * (abs(cur.level) + 1.0))
+            self._pending = r / _alarm_level(cur.z99, cur.z50, SPIKE_AT) * self._sens
             return False, 0.7
         return False, 0.0
 
@@ -411,24 +520,24 @@ class RegimeDetector:
         self._trend = 0.0
         for j, other in enumerate(self._modes):
             # (a young regime's wander is not known well enough to widen it)
-            width = 3.0 * _width(other) if other[7] >= TRUSTED else 0.0
-            if abs(level - other[4]) <= max(SEPARATE * other[1], width):
+            width = 3.0 * _width(other) if other.count >= TRUSTED else 0.0
+            if abs(level - other.anchor) <= max(SEPARATE * other.spread, width):
                 # Within a known regime (the current one or another): re-baseline it,
                 # taking at least the variability the new data shows.
-                other[0] = other[4] = level
-                other[1] = max(other[1], spread)
-                other[2] = max(other[2], 0.8 * noise)
-                other[8] = n
+                other.level = other.anchor = level
+                other.spread = max(other.spread, spread)
+                other.noise = max(other.noise, 0.8 * noise)
+                other.seen = n
                 self._cur = j
                 return
         noise = max(0.8 * noise, floor)
-        new = [level, max(spread, noise), noise, 0.5 * noise, level, 0.5 * noise, m[6],
-               _NEW_COUNT, float(n), *m[9:13], 0.0]  # fmt: skip
+        new = Regime(level, max(spread, noise), noise, 0.5 * noise, level, 0.5 * noise, m.prep,
+                     _NEW_COUNT, float(n), m.z99, m.z50, m.s99, m.s50, 0.0)  # fmt: skip
         if len(self._modes) < self._max_regimes:
             self._modes.append(new)
             self._cur = len(self._modes) - 1
         else:
-            j = min(range(len(self._modes)), key=lambda i: self._modes[i][8])
+            j = min(range(len(self._modes)), key=lambda i: self._modes[i].seen)
             self._modes[j] = new
             self._cur = j
 
@@ -437,4 +546,7 @@ class RegimeDetector:
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         for slot, value in zip(self.__slots__, state, strict=True):
+            if slot == "_modes":
+                # (snapshots of earlier versions hold each regime as a list of its fields)
+                value = [Regime(*m) if type(m) is list else m for m in value]
             setattr(self, slot, value)

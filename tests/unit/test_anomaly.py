@@ -182,3 +182,21 @@ def test_alarm_units_mapping():
     assert alarm_units_to_score(1.0) == pytest.approx(0.9)
     assert 0.1 < alarm_units_to_score(0.5) < 0.2
     assert alarm_units_to_score(3.0) == pytest.approx(1.0)
+
+
+def test_snapshot_with_list_regimes_still_loads() -> None:
+    """Snapshots of earlier versions hold each regime as a list of its fields."""
+    rng = random.Random(9)
+    values = [rng.gauss(0, 1) + (40 if (i // 150) % 2 else 0) for i in range(1200)]
+    live = RegimeDetector()
+    for i, x in enumerate(values[:600]):
+        live.score_one(float(i), x)
+    slots = RegimeDetector.__slots__
+    state = list(live.__getstate__())
+    modes = state[slots.index("_modes")]
+    assert len(modes) >= 2  # the test covers several regimes
+    state[slots.index("_modes")] = [list(m.fields()) for m in modes]
+    old = RegimeDetector.__new__(RegimeDetector)
+    old.__setstate__(pickle.loads(pickle.dumps(tuple(state))))
+    for i, x in enumerate(values[600:], start=600):
+        assert old.score_one(float(i), x) == live.score_one(float(i), x)
