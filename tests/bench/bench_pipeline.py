@@ -1,6 +1,6 @@
 """Processing benchmark: simulator -> decode -> series step -> null sink, one process.
 
-    python -m tests.bench.bench_pipeline            # all cases, ~8 minutes
+    python -m tests.bench.bench_pipeline            # all cases, 3-8 minutes
     python -m tests.bench.bench_pipeline --keys 10000 --repeat 5 --no-pure
 
 Each case runs in its own subprocess (so its peak RSS is its own) on one
@@ -10,7 +10,8 @@ replayed timestamps, so every key gets ``--steps`` values. Each case runs
 ``--repeat`` times as built (the Cython extensions of setup.py, if any)
 and as many times as pure Python (``STREAMFORGE_PURE_PYTHON=1``),
 interleaved, so the reported speed-up holds however the machine's speed
-drifts. Prints a table and writes ``tests/bench/reports/pipeline.json``.
+drifts. Then the state per series is measured (see :func:`measure_state`).
+Prints a table and writes ``tests/bench/reports/pipeline.json``.
 Nothing is asserted.
 """
 
@@ -76,6 +77,67 @@ def run_case(keys: int, steps: int) -> dict[str, Any]:
     }
 
 
+def measure_state(series: int = 1000, steps: int = 600) -> dict[str, Any]:
+    """Memory held per series after ``steps`` values each: live bytes and snapshot bytes.
+
+    600 values at the simulator's 1 s interval are 10 minutes of event time:
+    past the default allowed lateness (5 minutes), so the 1-minute and
+    5-minute windows held for corrections are at their steady count.
+
+    Runs the series step directly (no Bytewax) on simulated readings made
+    beforehand, so ``tracemalloc`` sees exactly what the states keep: every
+    allocation made during the run and still alive after it, divided by the
+    series count (the last reading each series keeps, made before, is not
+    in it: ~100 B, its strings shared with the other readings). The
+    snapshot size is the pickled ``{series: (state, last reading)}`` that
+    Bytewax recovery stores, per series.
+    """
+    import gc
+    import pickle
+    import tracemalloc
+
+    from connectors.simulator import SimulatorPartition
+    from flows.series import OutputChunks, SeriesProcessor
+    from schemas.config import PipelineConfig
+    from schemas.sources.simulator import SimulatorSourceConfig
+
+    devices = max(1, series // METRICS_PER_DEVICE)
+    sim = SimulatorSourceConfig(
+        devices=devices,
+        metrics=METRICS_PER_DEVICE,
+        rate=0,
+        start=datetime(2026, 1, 1, tzinfo=UTC),
+        limit=devices * METRICS_PER_DEVICE * steps,
+    )
+    partition = SimulatorPartition(sim, list(range(devices)))
+    batches = []
+    try:
+        while True:
+            batches.append(partition.next_batch())
+    except StopIteration:
+        pass
+    processor = SeriesProcessor(PipelineConfig())
+    states: dict[str, list[Any]] = {}
+    last_seen: dict[str, float] = {}
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for batch in batches:
+        processor.process_batch([batch], states, last_seen, time.time(), OutputChunks())
+    gc.collect()
+    # (the batches stay alive until here: the readings were made before the
+    # first snapshot, and freeing them would be counted against the states)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    live = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    snapshot = len(pickle.dumps({key: (e[0], e[1]) for key, e in states.items()}))
+    return {
+        "series": len(states),
+        "values_per_series": steps,
+        "live_bytes_per_series": round(live / len(states)),
+        "snapshot_bytes_per_series": round(snapshot / len(states)),
+    }
+
+
 def run_subprocess(keys: int, steps: int, pure: bool) -> dict[str, Any]:
     """One case in a fresh process (its own peak RSS); ``pure``: STREAMFORGE_PURE_PYTHON=1."""
     cmd = [sys.executable, "-m", "tests.bench.bench_pipeline", "--one"]
@@ -98,7 +160,11 @@ def main() -> None:
         "--no-pure", action="store_true", help="skip the pure-Python runs of each case"
     )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--state", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.state:
+        print(json.dumps(measure_state()))
+        return
     if args.one:
         result = run_case(args.keys[0], args.steps)
         import flows.pure_python
@@ -150,6 +216,16 @@ def main() -> None:
                 f"(compiled {result['speedup_median']}x)"
             )
         print(line, flush=True)
+    cmd = [sys.executable, "-m", "tests.bench.bench_pipeline", "--state"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    state = json.loads(done.stdout.strip().splitlines()[-1])
+    print(
+        f"state per series after {state['values_per_series']} values "
+        f"({state['series']} series, default pipeline): "
+        f"{state['live_bytes_per_series']} B live (tracemalloc), "
+        f"{state['snapshot_bytes_per_series']} B in the recovery snapshot",
+        flush=True,
+    )
     report = {
         "benchmark": "pipeline",
         "command": "python -m tests.bench.bench_pipeline",
@@ -161,6 +237,7 @@ def main() -> None:
         "builds": "compiled: the Cython extensions of setup.py (modules listed per case); "
         "pure: the same code as Python (STREAMFORGE_PURE_PYTHON=1), runs interleaved",
         "results": results,
+        "state": state,
     }
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps(report, indent=2) + "\n")
