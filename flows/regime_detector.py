@@ -282,18 +282,7 @@ class RegimeDetector:
             return 0.0
         m = self._modes[self._cur]
         level = m.level
-        spread = m.spread
         noise = m.noise
-        dev1 = m.dev1
-        anchor = m.anchor
-        dev2 = m.dev2
-        prep = m.prep
-        count = m.count
-        z99 = m.z99
-        z50 = m.z50
-        s99 = m.s99
-        s50 = m.s50
-        slope = m.slope
         # Scales never reach zero: a perfectly constant regime still has a resolution.
         floor = 1e-9 * (abs(level) + 1.0)
         old_fast = self._fast
@@ -311,26 +300,28 @@ class RegimeDetector:
             transition = units > 0.0
             if switched:
                 m = self._modes[self._cur]
-                level = m.level
-                spread = m.spread
-                noise = m.noise
-                dev1 = m.dev1
-                anchor = m.anchor
-                dev2 = m.dev2
-                prep = m.prep
-                count = m.count
-                z99 = m.z99
-                z50 = m.z50
-                s99 = m.s99
-                s50 = m.s50
-                slope = m.slope
-                floor = 1e-9 * (abs(level) + 1.0)
-                fast = level + FAST * (x - level)  # as if the context had been in it
-                trend = 0.0
-                ar = x - level
-                ar = -ar if ar < 0.0 else ar
-                z = ar / (spread + floor)
-                pending = 0.0
+        # The regime's statistics (the new one's after a switch).
+        level = m.level
+        spread = m.spread
+        noise = m.noise
+        dev1 = m.dev1
+        anchor = m.anchor
+        dev2 = m.dev2
+        prep = m.prep
+        count = m.count
+        z99 = m.z99
+        z50 = m.z50
+        s99 = m.s99
+        s50 = m.s50
+        slope = m.slope
+        if switched:
+            floor = 1e-9 * (abs(level) + 1.0)
+            fast = level + FAST * (x - level)  # as if the context had been in it
+            trend = 0.0
+            ar = x - level
+            ar = -ar if ar < 0.0 else ar
+            z = ar / (spread + floor)
+            pending = 0.0
         # The short-term level follows the data, big residuals only partly (spikes).
         lim = 4.0 * noise + floor
         out = self._out
