@@ -35,15 +35,26 @@ cat <<INFO
 
 INFO
 
+# The API and the flow processes run in sessions of their own (setsid), so a
+# Ctrl-C in this terminal reaches only this script, which then signals each of
+# them exactly once: a second signal makes uvicorn and Bytewax abandon their
+# clean shutdown (the API's lifespan was cancelled mid-close by one).
 pids=()
-"$VENV/bin/uvicorn" api.main:app --host 127.0.0.1 --port "$API_PORT" --log-level warning &
+setsid "$VENV/bin/uvicorn" api.main:app --host 127.0.0.1 --port "$API_PORT" --log-level warning &
 pids+=($!)
 stop() {
     trap - INT TERM
     echo
-    echo "== stopping the flow"
+    echo "== stopping the flow and the API"
     kill -INT "${pids[@]}" 2>/dev/null || true
-    sleep 2
+    # Up to 20 s for a clean shutdown (the flow writes its last records),
+    # then TERM whatever is left.
+    for _ in $(seq 1 40); do
+        alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.5
+    done
     kill -TERM "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
     echo "== stopped"
@@ -54,7 +65,7 @@ trap stop INT TERM
 # One -a with every process's address, separated by semicolons.
 addresses="127.0.0.1:$BASE_PORT;127.0.0.1:$((BASE_PORT + 1))"
 for i in 0 1; do
-    "$PY" -m bytewax.run flows.ingest -i "$i" -a "$addresses" &
+    setsid "$PY" -m bytewax.run flows.ingest -i "$i" -a "$addresses" &
     pids+=($!)
 done
 wait "${pids[@]}"
