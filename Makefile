@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 # The hot modules compiled by Cython (setup.py); rebuilt here when a compiled
 # .py or its .pxd changed since (cythonize skips the unchanged ones).
 install: $(VENV)/.installed
-	$(PY) setup.py --quiet build_ext --inplace --parallel 2
+	$(PY) setup.py --quiet build_ext --inplace
 
 # The whole suite: installs, starts the services it needs, runs lint and every
 # test, and stops the services it started.

@@ -39,6 +39,8 @@ COMPILED = [
 
 def compiled_extensions() -> list[Extension]:
     """The Cython extensions to build, or none when pure Python is wanted or forced."""
+    # (the rule of flows.pure_python.pure_python_requested, not imported: this
+    # runs before the package can be imported)
     if os.environ.get("STREAMFORGE_PURE_PYTHON", "") not in ("", "0"):
         return []
     try:

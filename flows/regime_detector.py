@@ -35,7 +35,7 @@ def alarm_units_to_score(units: float) -> float:
     return 1.0 - exp(-_LN10 * units**4)
 
 
-# A regime (class Regime) holds, per value where noted:
+# The fields of a regime (class Regime), in constructor order:
 #  0 level   slow EWMA of the values: where the regime is now
 #  1 spread  EW mean |value - level|: how wide the regime is
 #  2 noise   EW mean |value - fast|: one-step unpredictability
@@ -354,12 +354,12 @@ class RegimeDetector:
         act = self._act + ACTIVITY * (step - self._act)
         # _alarm_level, inlined (hot path).
         alarm = 0.446 * z99 * z99 / z50
-        u = z / (max(SPIKE_AT, alarm))
+        u = z / max(SPIKE_AT, alarm)
         if units == 0.0:  # not a transition value (those have their own units)
             units = u
         s = d1 / (dev1 + floor)
         alarm = 0.446 * s99 * s99 / s50
-        u = s / (max(SHIFT_AT, alarm))
+        u = s / max(SHIFT_AT, alarm)
         units = max(units, u)
         u = d2 / ((dev2 + floor) * DRIFT_AT)
         units = max(units, u)
@@ -401,7 +401,7 @@ class RegimeDetector:
             inv = 1.0 / count
             dev = x - level
             old_level = level
-            level += slope + (max(SLOW, inv)) * (dev - slope)
+            level += slope + max(SLOW, inv) * (dev - slope)
             slope += SLOPE * (level - old_level - slope)
             a = max(SCALE, inv)
             if dev < 0.0:
@@ -414,8 +414,8 @@ class RegimeDetector:
             spread += a * (dev - spread)
             noise += a * (ar - noise)
             dev1 += a * (d1 - dev1)
-            anchor += (max(ANCHOR, inv)) * (level - anchor)
-            dev2 += (max(WANDER, inv)) * (d2 - dev2)
+            anchor += max(ANCHOR, inv) * (level - anchor)
+            dev2 += max(WANDER, inv) * (d2 - dev2)
             prep += REPEAT * ((1.0 if run else 0.0) - prep)
             z99 = z99 * Q_UP if z > z99 else z99 * Q99_DOWN
             # (medians stay above 0.05: they divide, and a constant series shrinks them)

@@ -138,14 +138,18 @@ def measure_state(series: int = 1000, steps: int = 600) -> dict[str, Any]:
     }
 
 
-def run_subprocess(keys: int, steps: int, pure: bool) -> dict[str, Any]:
-    """One case in a fresh process (its own peak RSS); ``pure``: STREAMFORGE_PURE_PYTHON=1."""
-    cmd = [sys.executable, "-m", "tests.bench.bench_pipeline", "--one"]
-    cmd += ["--keys", str(keys), "--steps", str(steps)]
-    env = dict(os.environ, STREAMFORGE_PURE_PYTHON="1" if pure else "0")
+def run_subprocess(flags: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """This module run with ``flags`` in a fresh process (its own peak RSS): its JSON line."""
+    cmd = [sys.executable, "-m", "tests.bench.bench_pipeline", *flags]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def run_case_subprocess(keys: int, steps: int, pure: bool) -> dict[str, Any]:
+    """One case in a fresh process; ``pure``: STREAMFORGE_PURE_PYTHON=1."""
+    env = dict(os.environ, STREAMFORGE_PURE_PYTHON="1" if pure else "0")
+    return run_subprocess(["--one", "--keys", str(keys), "--steps", str(steps)], env)
 
 
 def main() -> None:
@@ -181,9 +185,9 @@ def main() -> None:
         runs: dict[str, list[dict[str, Any]]] = {"compiled": [], "pure": []}
         # Interleaved, so a drift in the machine's speed hits both builds alike.
         for _ in range(repeat):
-            runs["compiled"].append(run_subprocess(keys, steps, pure=False))
+            runs["compiled"].append(run_case_subprocess(keys, steps, pure=False))
             if not args.no_pure:
-                runs["pure"].append(run_subprocess(keys, steps, pure=True))
+                runs["pure"].append(run_case_subprocess(keys, steps, pure=True))
         first = runs["compiled"][0]
         result = {k: first[k] for k in ("keys", "readings", "outputs", "compiled_modules")}
         for build, done in runs.items():
@@ -216,9 +220,7 @@ def main() -> None:
                 f"(compiled {result['speedup_median']}x)"
             )
         print(line, flush=True)
-    cmd = [sys.executable, "-m", "tests.bench.bench_pipeline", "--state"]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    state = json.loads(done.stdout.strip().splitlines()[-1])
+    state = run_subprocess(["--state"])
     print(
         f"state per series after {state['values_per_series']} values "
         f"({state['series']} series, default pipeline): "

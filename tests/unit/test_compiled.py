@@ -13,9 +13,13 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import json
 import math
+import os
 import pickle
 import random
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -139,11 +143,6 @@ def test_detector_state_moves_between_builds() -> None:
 
 
 def _imported_in_subprocess(pure: str) -> dict[str, object]:
-    import json
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import json, flows.series, flows.regime_detector, connectors.simulator_plant\n"
         "from flows.pure_python import compiled_modules\n"
