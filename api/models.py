@@ -64,6 +64,7 @@ class ReadingOut(_Out):
                 "quality": "good",
                 "source": "mqtt",
                 "unit": "degC",
+                "score": 0.12,
             }
         }
     )
@@ -75,6 +76,9 @@ class ReadingOut(_Out):
     quality: str
     source: str
     unit: str | None = None
+    score: float | None = Field(
+        None, description="Anomaly score, 0 (normal) to 1; null if the value was not scored."
+    )
 
 
 class RollupOut(_Out):

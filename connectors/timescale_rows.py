@@ -110,7 +110,7 @@ def reading_row(r: Reading) -> Row:
     number, text, flag = _split_value(r.value)
     return (
         r.tenant, r.device, r.metric, r.ts, number, text, flag,
-        r.quality, r.source, r.unit, r.attributes,
+        r.quality, r.source, r.unit, r.attributes, r.score,
     )  # fmt: skip
 
 
@@ -186,7 +186,7 @@ def _spec(
 READINGS = _spec(
     "readings",
     "tenant:text device:text metric:text ts:timestamptz value:float8 value_text:text "
-    "value_bool:bool quality:text source:text unit:text attributes:jsonb",
+    "value_bool:bool quality:text source:text unit:text attributes:jsonb score:float8",
     reading_row,
     ("tenant", "device", "metric", "ts"),
 )

@@ -122,8 +122,10 @@ class _Item(TypedDict, total=False):
     value: Required[Value]
     tenant: Name | None
     quality: Quality | None
-    # Accepted and ignored: the connector sets the source.
+    # Accepted and ignored: the connector sets the source, the flow the score
+    # (so a flow's own telemetry records can be fed to another flow).
     source: Any
+    score: Any
     unit: str | None
     attributes: dict[str, str] | None
 

@@ -158,6 +158,9 @@ class SeriesProcessor:
                         out.dead_letter.append(record)
             if state.detector is not None:
                 score = state.detector.score_one(reading_ts, value)
+                # The score travels on the reading itself: one telemetry record
+                # and one row per value, not two (see AnomalyConfig.emit_scores).
+                reading.score = score
                 if self.emit_scores:
                     out.anomaly_score.append(
                         AnomalyScore(

@@ -217,6 +217,12 @@ class AnomalyConfig(_Strict):
     ``instant_threshold`` (a one-value spike can never last ``hold`` values),
     and cleared when ``clear_hold`` consecutive scores are below
     ``clear_threshold``.
+
+    Every scored telemetry reading carries its score (``score`` in its
+    record, the ``readings.score`` column). ``emit_scores: true`` also emits
+    a separate :class:`~schemas.models.AnomalyScore` record per value (the
+    ``anomaly_scores`` topic and table, with the detector's name and the
+    ``anomalous`` flag), which doubles the records a flow writes.
     """
 
     enabled: bool = True
@@ -227,7 +233,11 @@ class AnomalyConfig(_Strict):
     instant_threshold: float = Field(0.99, gt=0.0, le=1.0)
     clear_hold: int = Field(5, ge=1)
     severity: Severity = "warning"
-    emit_scores: bool = Field(True, description="emit an AnomalyScore per telemetry value")
+    emit_scores: bool = Field(
+        False,
+        description="also emit a separate AnomalyScore record per telemetry value "
+        "(every reading carries its score in any case)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AnomalyConfig:

@@ -72,6 +72,10 @@ class Reading:
     source: SourceKind = "simulator"
     unit: str | None = None
     attributes: dict[str, str] | None = None
+    score: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    """The anomaly score the flow's detector gave this value (0 normal .. 1 anomalous);
+    None for values it does not score (non-numeric, bad quality, detector off).
+    Set by the flow, not by sources."""
 
 
 @dataclass(slots=True)
@@ -243,6 +247,7 @@ def _reading_fields(r: Reading) -> dict[str, Any]:
         "source": r.source,
         "unit": r.unit,
         "attributes": r.attributes,
+        "score": r.score,
     }
 
 

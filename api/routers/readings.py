@@ -64,7 +64,7 @@ Interval = Annotated[
 ]
 Range = Annotated[TimeRange, Depends(time_range)]
 
-_READING_COLUMNS = "device, metric, ts, value, value_text, value_bool, quality, source, unit"
+_READING_COLUMNS = "device, metric, ts, value, value_text, value_bool, quality, source, unit, score"
 
 
 def _value(row: dict[str, Any]) -> float | bool | str | None:
@@ -294,9 +294,9 @@ async def readings_csv(
     where, params = _series_filter(device, metric, rng, "ts")
     query = sql.SQL(
         "SELECT device, metric, ts, COALESCE(value::text, value_text, value_bool::text),"
-        " quality, source, unit FROM readings WHERE {} ORDER BY ts {}"
+        " quality, source, unit, score FROM readings WHERE {} ORDER BY ts {}"
     ).format(where, sql.SQL(order.upper()))
-    header = ["device", "metric", "ts", "value", "quality", "source", "unit"]
+    header = ["device", "metric", "ts", "value", "quality", "source", "unit", "score"]
     body = _stream_csv(state, caller.tenant, header, query, params)
     return _csv_response(body, f"readings-{device}-{metric}.csv")
 

@@ -149,7 +149,7 @@ def test_readings_csv_streams_every_row(api: TestClient, api_world: World, monke
     assert len(chunks) >= 3
     text = b"".join(chunks).decode()
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[0] == ["device", "metric", "ts", "value", "quality", "source", "unit"]
+    assert rows[0] == ["device", "metric", "ts", "value", "quality", "source", "unit", "score"]
     assert len(rows) == 1 + READINGS_PER_SERIES
     assert [float(row[3]) for row in rows[1:]] == [float(i) for i in range(READINGS_PER_SERIES)]
 

@@ -251,7 +251,14 @@ def test_clean_run_stores_and_publishes_every_output_exactly_once(
         for r in readings
         if is_number(r["value"]) and not re.match(r"(log|alarm|state)\.", r["metric"])
     )
-    assert emitted["telemetry"] == emitted["anomaly_score"] == numeric
+    assert emitted["telemetry"] == numeric
+    # Every good numeric value carries its anomaly score on its own record;
+    # no separate score records by default (anomaly.emit_scores).
+    telemetry = [record for kind, record in outputs if kind == "telemetry"]
+    scored = [r for r in telemetry if r.quality != "bad"]
+    assert scored and all(r.score is not None and 0.0 <= r.score <= 1.0 for r in scored)
+    assert all(r.score is None for r in telemetry if r.quality == "bad")
+    assert emitted["anomaly_score"] == 0
     # Every kind of output is exercised, and nothing was a dead letter.
     assert all(emitted[k] > 0 for k in ("event", "log", "rollup", "alarm")), emitted
     assert emitted["dead_letter"] == 0
@@ -262,6 +269,10 @@ def test_clean_run_stores_and_publishes_every_output_exactly_once(
     counts = table_counts(run.url)
     assert counts == reference.expected_rows
     assert counts["readings"] == numeric
+    with psycopg.connect(run.url) as conn:
+        row = conn.execute("SELECT count(score), sum(score) FROM readings").fetchone()
+    assert row is not None and row[0] == len(scored)
+    assert row[1] == pytest.approx(sum(r.score for r in scored), rel=1e-9)
 
     # Topics: exactly one message per output (a clean run duplicates nothing).
     topics = run.topics()

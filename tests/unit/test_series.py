@@ -49,8 +49,9 @@ def test_quiet_series_is_flushed_after_idle_timeout() -> None:
     logic = SeriesBucketLogic(SeriesProcessor(config), None)
     before = time.time()
     out, _ = logic.on_batch([_readings(30)])
-    assert [kind for kind, _ in out] == ["telemetry", "anomaly_score"]  # one chunk per kind
+    assert [kind for kind, _ in out] == ["telemetry"]  # one chunk per kind
     assert len(out[0][1]) == 30
+    assert all(r.score is not None for r in out[0][1])  # each scored on its own record
     assert not [
         r for _, r in flatten_outputs(out) if isinstance(r, Rollup)
     ]  # the minute is still open
@@ -84,3 +85,23 @@ def test_resumed_bucket_continues_and_still_flushes() -> None:
         r for _, r in flatten_outputs(flushed) if isinstance(r, Rollup) and r.tier == "1m"
     )
     assert minute.count == 30 and minute.first_ts == T0
+
+
+def test_scores_ride_on_readings_and_separate_records_are_opt_in() -> None:
+    bad = Reading("pump-1", "pressure", T0 + timedelta(seconds=40), 9.0, quality="bad")
+    readings = [*_readings(40), bad]
+    inline = SeriesBucketLogic(SeriesProcessor(PipelineConfig()), None)
+    out, _ = inline.on_batch([readings])
+    assert [kind for kind, _ in out] == ["telemetry"]
+    scores = [r.score for r in out[0][1]]
+    assert all(s is not None and 0.0 <= s <= 1.0 for s in scores[:40])
+    assert scores[40] is None  # bad quality: stored, never scored
+
+    config = PipelineConfig.model_validate({"anomaly": {"emit_scores": True}})
+    separate = SeriesBucketLogic(SeriesProcessor(config), None)
+    copies = [Reading(r.device, r.metric, r.ts, r.value, quality=r.quality) for r in readings]
+    out, _ = separate.on_batch([copies])
+    by_kind = dict(out)
+    assert [s.score for s in by_kind["anomaly_score"]] == scores[:40]
+    assert [r.score for r in by_kind["telemetry"]] == scores
+    assert all(s.detector == "default" for s in by_kind["anomaly_score"])
