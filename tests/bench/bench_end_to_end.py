@@ -27,7 +27,8 @@ case: figures taken on a shared 2-core machine swing by 2x with it.
 3. **Subset** (``--subset`` readings, default 200,000; 0 skips): the
    1-process run again for comparison, with a separate anomaly-score
    record per telemetry value (``emit_scores: true``: twice the records
-   and rows of telemetry), and in 2 processes (``-i 0|1 -a "host:p1;host:p2"``) with the Kafka sink's ``flush: batch``
+   and rows of telemetry), and in 2 processes
+   (``-i 0|1 -a "host:p1;host:p2"``) with the Kafka sink's ``flush: batch``
    (a ``DynamicSink``: with the default snapshot sink every record of a
    kind crosses to the one worker owning that kind, which measured ~4k
    readings/s in 2 processes here).
