@@ -50,4 +50,4 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build
-	rm -f flows/*.c flows/*.so connectors/*.c connectors/*.so
+	rm -f flows/*.c flows/*.so connectors/*.c connectors/*.so schemas/*.c schemas/*.so

@@ -34,6 +34,8 @@ COMPILED = [
     "connectors/kafka_sink.py",
     "connectors/kafka_source.py",
     "connectors/timescale_writer.py",
+    "connectors/timescale_rows.py",
+    "schemas/record_fields.py",
 ]
 
 

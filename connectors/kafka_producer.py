@@ -40,11 +40,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from orjson import JSONEncodeError, dumps
 
 from connectors.kafka_admin import admin_client, ensure_topics
 from flows.logs import get_logger
 from flows.metrics import counter, gauge
 from schemas.models import (
+    FAST_JSON_FIELDS,
+    JSON_OPTIONS,
     SCHEMA_VERSION,
     Alarm,
     AnomalyScore,
@@ -92,6 +95,8 @@ KIND_BY_TYPE: dict[type, str] = {
 """The output kind of each record type (one type per kind)."""
 
 _MAX_DEAD_PAYLOAD = 64 * 1024
+_MAX_CACHED_KEYS = 100_000
+"""Message keys cached per tenant (devices beyond it get theirs built per record)."""
 
 
 class KafkaDeliveryError(RuntimeError):
@@ -150,6 +155,7 @@ class KafkaRecordWriter:
         self.producer = Producer(settings)
         self._lock = threading.Lock()
         self._failures: list[str] = []
+        self._keys: dict[str, dict[str, bytes]] = {}  # tenant -> device -> message key
         self._failed = 0
         self._last_error_log = 0.0
 
@@ -212,11 +218,33 @@ class KafkaRecordWriter:
             return 0
         produce = self.producer.produce
         headers = self.headers[kind]
+        # A chunk holds records of one type: look up its JSON fast path once.
+        first_type = type(records[0]) if records else None
+        as_dict = FAST_JSON_FIELDS.get(first_type) if first_type is not None else None
+        keys = self._keys
         sent = 0
         for record in records:
             try:
-                value = to_json(record)
-                key = message_key(record)
+                if as_dict is not None and type(record) is first_type:
+                    try:
+                        value = dumps(as_dict(record), option=JSON_OPTIONS)
+                    except JSONEncodeError:
+                        value = to_json(record)  # a value orjson refuses: pydantic's way
+                else:
+                    value = to_json(record)
+                # message_key(), cached per device: it costs a string build per record
+                if type(record) is DeadLetter:
+                    key = message_key(record)
+                else:
+                    devices = keys.get(record.tenant)
+                    if devices is None:
+                        devices = keys[record.tenant] = {}
+                    cached = devices.get(record.device)
+                    if cached is None:
+                        cached = message_key(record)
+                        if len(devices) < _MAX_CACHED_KEYS:
+                            devices[record.device] = cached
+                    key = cached
             except Exception as exc:  # a flow bug; keep the record as a dead letter
                 self._reject(kind, record, f"cannot serialise: {exc}")
                 continue

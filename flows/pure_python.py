@@ -3,8 +3,8 @@
 setup.py compiles the hot per-series modules with Cython; Python then imports
 the extension in preference to the ``.py`` beside it. Setting
 ``STREAMFORGE_PURE_PYTHON=1`` makes this process import the ``.py`` sources
-instead (installed by ``flows/__init__.py`` and ``connectors/__init__.py``
-before any of their modules load): for tracebacks with source lines, for a
+instead (installed by the ``__init__.py`` of ``flows``, ``connectors`` and
+``schemas`` before any of their modules load): for tracebacks with source lines, for a
 debugger, or to compare the two builds (``tests/bench/bench_pipeline.py``).
 The same variable at install time skips building the extensions.
 """
@@ -18,7 +18,7 @@ from importlib.abc import MetaPathFinder
 from importlib.machinery import SOURCE_SUFFIXES, FileFinder, ModuleSpec, SourceFileLoader
 from types import ModuleType
 
-PACKAGES = ("flows", "connectors")
+PACKAGES = ("flows", "connectors", "schemas")
 
 
 def pure_python_requested() -> bool:

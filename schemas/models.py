@@ -27,6 +27,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import AwareDatetime, ConfigDict, Field, TypeAdapter
 
+from schemas import record_fields
+
 Quality = Literal["good", "uncertain", "bad"]
 """OPC UA style quality of a value: good, uncertain (e.g. sensor drifting) or bad."""
 
@@ -236,75 +238,29 @@ def adapter(record_type: Any) -> TypeAdapter[Any]:
     return cached
 
 
-def _reading_fields(r: Reading) -> dict[str, Any]:
-    return {
-        "device": r.device,
-        "metric": r.metric,
-        "ts": r.ts,
-        "value": r.value,
-        "tenant": r.tenant,
-        "quality": r.quality,
-        "source": r.source,
-        "unit": r.unit,
-        "attributes": r.attributes,
-        "score": r.score,
-    }
-
-
-def _score_fields(s: AnomalyScore) -> dict[str, Any]:
-    return {
-        "tenant": s.tenant,
-        "device": s.device,
-        "metric": s.metric,
-        "ts": s.ts,
-        "value": s.value,
-        "score": s.score,
-        "detector": s.detector,
-        "anomalous": s.anomalous,
-    }
-
-
-def _rollup_fields(r: Rollup) -> dict[str, Any]:
-    return {
-        "tenant": r.tenant,
-        "device": r.device,
-        "metric": r.metric,
-        "tier": r.tier,
-        "window_start": r.window_start,
-        "window_end": r.window_end,
-        "count": r.count,
-        "min": r.min,
-        "max": r.max,
-        "sum": r.sum,
-        "mean": r.mean,
-        "var": r.var,
-        "first": r.first,
-        "last": r.last,
-        "first_ts": r.first_ts,
-        "last_ts": r.last_ts,
-        "revision": r.revision,
-    }
-
-
-# The records a flow emits by the million, as dicts of their fields in
-# declaration order: orjson writes the same bytes as pydantic's dump_json for
-# them (tests/unit/test_models.py checks it) in about a third of the time.
-# Other records, and anything orjson refuses (a numpy float, say), go
-# through pydantic.
-_FAST_JSON: dict[type, Callable[[Any], dict[str, Any]]] = {
-    Reading: _reading_fields,
-    AnomalyScore: _score_fields,
-    Rollup: _rollup_fields,
+# The records a flow emits by the million go through orjson, from dicts of
+# their fields in declaration order (schemas.record_fields): the same bytes as
+# pydantic's dump_json (tests/unit/test_models.py checks it) in about a third
+# of the time. Other records, and anything orjson refuses (a numpy float,
+# say), go through pydantic.
+FAST_JSON_FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
+    Reading: record_fields.reading_fields,
+    AnomalyScore: record_fields.score_fields,
+    Rollup: record_fields.rollup_fields,
+    LogRecord: record_fields.log_fields,
 }
-_ORJSON_OPTIONS = orjson.OPT_UTC_Z
+"""Per record type with a fast path: its fields as a dict for ``orjson.dumps``."""
+
+JSON_OPTIONS = orjson.OPT_UTC_Z
+"""The ``orjson.dumps`` options that match pydantic's output (UTC as ``Z``)."""
 
 
 def to_json(record: Any) -> bytes:
     """Serialise a record to compact JSON bytes (timestamps as ISO 8601 UTC)."""
-    as_dict = _FAST_JSON.get(type(record))
+    as_dict = FAST_JSON_FIELDS.get(type(record))
     if as_dict is not None:
         try:
-            return orjson.dumps(as_dict(record), option=_ORJSON_OPTIONS)
+            return orjson.dumps(as_dict(record), option=JSON_OPTIONS)
         except orjson.JSONEncodeError:
             pass
     return adapter(type(record)).dump_json(record)

@@ -183,3 +183,22 @@ def test_delivery_failure_stops_the_dataflow(settings: Settings) -> None:
     assert isinstance(cause, KafkaDeliveryError)
     assert "Kafka delivery failed for 10 record(s)" in str(cause)
     assert "Message timed out" in str(cause)
+
+
+def test_same_device_name_in_two_tenants_gets_two_keys(
+    sink_config: KafkaSinkConfig, kafka_bootstrap: str, settings: Settings
+) -> None:
+    # The writer caches message keys per tenant and device: a device name
+    # that two tenants use must still give each tenant's records its own key.
+    items = [
+        ("telemetry", Reading("press-1", "speed", at(i), float(i), tenant=f"t{i % 2}"))
+        for i in range(100)
+    ]
+    run_sink(KafkaOutputSink(sink_config, settings), items, batch_size=10)
+
+    messages = consume_all(kafka_bootstrap, sink_config.topic_for("telemetry"))
+    by_key: dict[bytes, list[str]] = defaultdict(list)
+    for msg in messages:
+        by_key[msg.key()].append(json.loads(msg.value())["tenant"])
+    assert {k: set(v) for k, v in by_key.items()} == {b"t0/press-1": {"t0"}, b"t1/press-1": {"t1"}}
+    assert sorted(len(v) for v in by_key.values()) == [50, 50]

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import models
-from schemas.models import AnomalyScore, Reading, Rollup, adapter, to_json
+from schemas.models import AnomalyScore, LogRecord, Reading, Rollup, adapter, to_json
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=8)
 offsets = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(minutes=-90))])
@@ -33,6 +33,7 @@ readings = st.builds(
     quality=st.sampled_from(["good", "bad", "uncertain"]),
     unit=st.none() | names,
     attributes=st.none() | st.dictionaries(names, names, max_size=3),
+    score=st.none() | st.floats(0.0, 1.0),
 )
 scores = st.builds(
     AnomalyScore,
@@ -44,6 +45,16 @@ scores = st.builds(
     score=st.floats(0.0, 1.0),
     detector=names,
     anomalous=st.booleans(),
+)
+logs = st.builds(
+    LogRecord,
+    tenant=names,
+    device=names,
+    ts=times,
+    level=st.sampled_from(["debug", "info", "warning", "error", "critical"]),
+    component=names,
+    message=names,
+    metric=st.none() | names,
 )
 rollups = st.builds(
     Rollup,
@@ -67,7 +78,7 @@ rollups = st.builds(
 )
 
 
-@given(st.one_of(readings, scores, rollups))
+@given(st.one_of(readings, scores, rollups, logs))
 def test_fast_json_is_byte_identical_to_pydantic(record: Any) -> None:
     assert to_json(record) == adapter(type(record)).dump_json(record)
 
@@ -78,9 +89,11 @@ def test_fast_paths_list_every_field_in_order() -> None:
         Reading("d", "m", t, 1.0),
         AnomalyScore("t", "d", "m", t, 1.0, 0.5, "default"),
         Rollup("t", "d", "m", "1m", t, t, 1, 0, 0, 0, 0, 0, 0, 0, t, t),
+        LogRecord("t", "d", t, "info", "plc", "started"),
     ]
+    assert {type(r) for r in samples} == set(models.FAST_JSON_FIELDS)
     for record in samples:
-        as_dict = models._FAST_JSON[type(record)](record)
+        as_dict = models.FAST_JSON_FIELDS[type(record)](record)
         assert list(as_dict) == [f.name for f in fields(record)]
 
 

@@ -1,0 +1,82 @@
+"""The fields of the records a flow emits by the million, as dicts for orjson.
+
+Each function returns a record's fields in declaration order, values as they
+are: ``orjson.dumps(reading_fields(r), option=orjson.OPT_UTC_Z)`` writes the
+same bytes as pydantic's ``dump_json`` for a :class:`schemas.models.Reading`
+(``tests/unit/test_models.py`` checks every field of every type here), in a
+third of the time. :func:`schemas.models.to_json` and the Kafka producer use
+them; setup.py compiles this module (no Python frame per record).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from schemas.models import AnomalyScore, LogRecord, Reading, Rollup
+
+
+def reading_fields(r: Reading) -> dict[str, Any]:
+    """A :class:`~schemas.models.Reading`'s fields."""
+    return {
+        "device": r.device,
+        "metric": r.metric,
+        "ts": r.ts,
+        "value": r.value,
+        "tenant": r.tenant,
+        "quality": r.quality,
+        "source": r.source,
+        "unit": r.unit,
+        "attributes": r.attributes,
+        "score": r.score,
+    }
+
+
+def score_fields(s: AnomalyScore) -> dict[str, Any]:
+    """An :class:`~schemas.models.AnomalyScore`'s fields."""
+    return {
+        "tenant": s.tenant,
+        "device": s.device,
+        "metric": s.metric,
+        "ts": s.ts,
+        "value": s.value,
+        "score": s.score,
+        "detector": s.detector,
+        "anomalous": s.anomalous,
+    }
+
+
+def rollup_fields(r: Rollup) -> dict[str, Any]:
+    """A :class:`~schemas.models.Rollup`'s fields."""
+    return {
+        "tenant": r.tenant,
+        "device": r.device,
+        "metric": r.metric,
+        "tier": r.tier,
+        "window_start": r.window_start,
+        "window_end": r.window_end,
+        "count": r.count,
+        "min": r.min,
+        "max": r.max,
+        "sum": r.sum,
+        "mean": r.mean,
+        "var": r.var,
+        "first": r.first,
+        "last": r.last,
+        "first_ts": r.first_ts,
+        "last_ts": r.last_ts,
+        "revision": r.revision,
+    }
+
+
+def log_fields(g: LogRecord) -> dict[str, Any]:
+    """A :class:`~schemas.models.LogRecord`'s fields."""
+    return {
+        "tenant": g.tenant,
+        "device": g.device,
+        "ts": g.ts,
+        "level": g.level,
+        "component": g.component,
+        "message": g.message,
+        "metric": g.metric,
+    }
