@@ -245,20 +245,16 @@ def latency(
     rate: float,
     seconds: float,
     database: bool = True,
-    kafka_first: bool = False,
 ) -> dict[str, Any]:
     """Event-to-alarm latency at a steady ``rate`` for ``seconds`` after a 5 s warm-up.
 
     ``epoch_ms=None`` runs ``python -m bytewax.run flows.ingest`` (10 s
     epochs); otherwise the flow runs with that epoch interval.
-    ``database=False`` drops the TimescaleDB sink (Kafka only);
-    ``kafka_first`` lists the Kafka sink before it (sinks run in that order).
+    ``database=False`` drops the TimescaleDB sink (Kafka only).
     """
     raw, prefix = res.raw_topic(3), res.prefix()
     url = res.database() if database else None
-    config = pipeline_config(
-        raw, url, prefix, stop_at_end=False, kafka_flush=flush, kafka_first=kafka_first
-    )
+    config = pipeline_config(raw, url, prefix, stop_at_end=False, kafka_flush=flush)
     config["alarms"] = [
         {
             "name": "high_temperature",

@@ -293,7 +293,6 @@ def pipeline_config(
     stop_at_end: bool,
     idle_timeout: str = "3s",
     kafka_flush: str = "snapshot",
-    kafka_first: bool = False,
 ) -> dict[str, Any]:
     """The pipeline of these tests: a raw Kafka topic -> the default processing -> sinks.
 
@@ -301,8 +300,8 @@ def pipeline_config(
     detection. ``idle_timeout`` is short so that a running flow emits its
     last open rollup windows soon after the input stops. The TimescaleDB
     sink retries every ≤ 2 s (instead of 30 s) so a test sees the database
-    come back quickly. The sinks run in config order within a worker:
-    TimescaleDB first unless ``kafka_first``.
+    come back quickly. The sinks are listed TimescaleDB first; the
+    flow attaches the Kafka sink first anyway (see ``flows.ingest.build_flow``).
     """
     sinks: list[dict[str, Any]] = []
     if database_url is not None:
@@ -316,7 +315,7 @@ def pipeline_config(
         )
     if topic_prefix is not None:
         kafka = {"type": "kafka", "topic_prefix": topic_prefix, "flush": kafka_flush}
-        sinks.insert(0 if kafka_first else len(sinks), kafka)
+        sinks.append(kafka)
     return {
         "sources": [{"type": "kafka", "topic": raw_topic, "stop_at_end": stop_at_end}],
         "rollups": {"idle_timeout": idle_timeout},

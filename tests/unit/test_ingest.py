@@ -122,3 +122,15 @@ def test_flow_processes_collect_garbage_less_often() -> None:
         assert GC_THRESHOLDS[0] > before[0]
     finally:
         gc.set_threshold(*before)
+
+
+def test_kafka_sinks_are_attached_before_the_others() -> None:
+    # A worker runs its outputs in the order they were attached: Kafka first,
+    # so alarms do not wait for a batch's database rows. Step ids keep the
+    # config's numbering (recovery state is stored under them).
+    config = PipelineConfig.model_validate(
+        {"sinks": [{"type": "null"}, {"type": "stdout"}, {"type": "kafka"}]}
+    )
+    steps = [s.step_id.split(".", 1)[1] for s in build_flow(config).substeps]
+    sinks = [s for s in steps if s.startswith("sink_")]
+    assert sinks == ["sink_2_kafka", "sink_0_null", "sink_1_stdout"]
