@@ -35,6 +35,7 @@ COMPILED = [
     "connectors/kafka_source.py",
     "connectors/timescale_writer.py",
     "connectors/timescale_rows.py",
+    "connectors/timescale.py",
     "schemas/record_fields.py",
 ]
 
