@@ -9,7 +9,7 @@
 >>> from schemas.sink_kafka import KafkaSinkConfig
 >>> r = Reading("press-1", "temperature", datetime(2026, 1, 1, tzinfo=timezone.utc), 71.5)
 >>> flow = Dataflow("to_kafka")
->>> outputs = op.input("in", flow, TestingSource([("telemetry", r)]))
+>>> outputs = op.input("in", flow, TestingSource([("0", ("telemetry", [r]))]))
 >>> op.output("kafka", outputs, KafkaOutputSink(KafkaSinkConfig(), Settings()))
 >>> run_main(flow)  # doctest: +SKIP
 >>> # kcat -b 127.0.0.1:9092 -C -t streamforge.telemetry -e -f '%k %h %s\\n'
@@ -23,13 +23,13 @@ created when the sink starts (:mod:`connectors.kafka_admin`). Message
 format, keys and failure handling: :mod:`connectors.kafka_producer`.
 
 **Guarantee: a snapshot is never taken over unsent records.**
-:class:`KafkaOutputSink` is a ``FixedPartitionedSink`` whose partitions are
-the output kinds. Bytewax calls a partition's ``snapshot()`` at the end of
-every epoch in which it was written, before the epoch's snapshot is
-committed; ``snapshot()`` flushes the producer, i.e. returns only once
-Kafka acknowledged (``acks=all``) every record handed over so far, and
-raises :class:`~connectors.kafka_producer.KafkaDeliveryError` if any was
-not delivered within ``delivery_timeout``. Between snapshots the producer
+:class:`KafkaOutputSink` is a ``FixedPartitionedSink``. Bytewax calls a
+partition's ``snapshot()`` at the end of every epoch in which it was
+written, before the epoch's snapshot is committed; ``snapshot()`` flushes
+the producer, i.e. returns only once Kafka acknowledged (``acks=all``)
+every record handed over so far, and raises
+:class:`~connectors.kafka_producer.KafkaDeliveryError` if any was not
+delivered within ``delivery_timeout``. Between snapshots the producer
 batches freely (``linger``). So after a crash, everything after the last
 committed snapshot is replayed: **at-least-once**, duplicates possible
 after a crash (consumers de-duplicate by the record's natural key:
@@ -39,6 +39,14 @@ A delivery error is never skipped: it fails the next ``write_batch`` or
 Outages shorter than ``delivery_timeout`` are ridden out by librdkafka's
 own retries (idempotent, order kept) with nothing to do here; meanwhile the
 bounded producer queue fills and ``write_batch`` waits (backpressure).
+
+**Partitions.** The sink takes :data:`flows.outputs.RoutedOutput` items,
+keyed by the series bucket that made them, and has the
+:data:`flows.routing.ALIGNED_PARTITIONS` partitions of :mod:`flows.routing`:
+a bucket's records go to a partition on the worker that processed the
+bucket, so they never cross to another process, and each process writes
+through one producer of its own. (Partitions by output kind, as before,
+sent every kind's records from all workers to one worker.)
 
 **Why snapshot flushes and not per batch.** Measured in
 ``tests/bench/bench_kafka.py`` (``tests/bench/reports/kafka.json``; 2 cores
@@ -57,22 +65,19 @@ A flush per batch costs a broker round trip per batch, so it loses the
 more the smaller the batches a flow hands over (a lightly loaded flow hands
 small ones); snapshot flushes keep librdkafka's batching. (Serialising
 alone, ``to_json`` + key, runs at ~230k/s: the rest is librdkafka's
-``produce`` with headers, ~5 µs a record here.) The price of a fixed
-partitioned sink: Bytewax routes items by their key, here the kind, to the
-worker that owns the kind's partition. With one worker that is free; with
-several workers or processes, each kind is written by one worker and the
-others' records of that kind cross to it (pickled between processes).
-Where that matters, use :class:`KafkaBatchFlushSink` (every worker writes
-its own records): :func:`make_kafka_sink` builds it for ``flush: batch``.
+``produce`` with headers, ~5 µs a record here.) :func:`make_kafka_sink`
+builds :class:`KafkaBatchFlushSink` for ``flush: batch``.
 
-The per-device order holds because a series is processed on one worker
-and the key ``tenant/device`` picks the Kafka partition.
+**Order.** A series is processed on one worker and written by that
+worker's producer, and the key ``tenant/device`` picks the Kafka
+partition: a series' records stay in order. Records of *different* series
+of one device may come from different workers, so their relative order on
+the topic follows processing, not event time.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from bytewax.outputs import (
     DynamicSink,
@@ -83,7 +88,8 @@ from bytewax.outputs import (
 
 from connectors.kafka_producer import KafkaDeliveryError, KafkaRecordWriter
 from flows.logs import get_logger
-from flows.outputs import KIND_PARTITIONS, chunk_records, iter_outputs, kind_partition
+from flows.outputs import Output, iter_outputs
+from flows.routing import ALIGNED_PARTITION_NAMES, aligned_partition
 from schemas.settings import Settings
 from schemas.sink_kafka import KafkaSinkConfig
 
@@ -95,8 +101,6 @@ __all__ = [
 ]
 
 log = get_logger("connectors.kafka_sink")
-
-Output = tuple[str, Any]
 
 
 class _SharedWriter:
@@ -132,24 +136,25 @@ def _close(writer: KafkaRecordWriter) -> None:
         log.error("kafka sink closed with undelivered records", extra={"error": str(exc)})
 
 
-class KafkaKindPartition(StatefulSinkPartition[Any, None]):
-    """The records of one output kind; ``snapshot()`` flushes the (shared) producer.
+class KafkaSinkPartition(StatefulSinkPartition[Output, None]):
+    """One of the sink's partitions; ``snapshot()`` flushes the process's (shared) producer.
 
     The resume state is ``None``: nothing about Kafka needs remembering, the
     replay after a crash comes from the inputs' snapshots.
     """
 
-    def __init__(self, writer: KafkaRecordWriter, kind: str) -> None:
+    def __init__(self, writer: KafkaRecordWriter) -> None:
         self.writer = writer
-        self.kind = kind
 
-    def write_batch(self, values: list[Any]) -> None:
-        """Queue a batch of records or chunks of records of this partition's kind.
+    def write_batch(self, values: list[Output]) -> None:
+        """Queue ``(kind, records)`` outputs, each chunk to its kind's topic.
 
-        (A record of another type than the kind's, which only a flow bug
+        (A record of another type than its kind's, which only a flow bug
         makes, is sent by its own type's kind, or dead-lettered.)
         """
-        self.writer.write_kind(self.kind, chunk_records(values))
+        write_kind = self.writer.write_kind
+        for kind, records in values:
+            write_kind(kind, records if type(records) is list else [records])
 
     def snapshot(self) -> None:
         """Flush: returns once Kafka has every record so far, raises if any failed."""
@@ -160,8 +165,9 @@ class KafkaKindPartition(StatefulSinkPartition[Any, None]):
         _close(self.writer)
 
 
-class KafkaOutputSink(FixedPartitionedSink[Any, None]):
-    """Writes ``(kind, record)`` outputs to one Kafka topic per kind, flushing at snapshots.
+class KafkaOutputSink(FixedPartitionedSink[Output, None]):
+    """Writes routed ``(key, (kind, records))`` outputs to one topic per kind, flushing at
+    snapshots.
 
     ``settings`` gives the brokers unless ``config.bootstrap_servers`` is set.
     """
@@ -177,16 +183,16 @@ class KafkaOutputSink(FixedPartitionedSink[Any, None]):
             )
 
     def list_parts(self) -> list[str]:
-        """Every output kind is a partition (every worker can write to Kafka)."""
-        return list(KIND_PARTITIONS)
+        """The aligned partitions of :mod:`flows.routing` (every worker can write to Kafka)."""
+        return list(ALIGNED_PARTITION_NAMES)
 
     def part_fn(self, item_key: str) -> int:
-        """The kind's own partition (Bytewax indexes the sorted list of partitions)."""
-        return kind_partition(item_key)
+        """The partition on the worker that processed the item's bucket."""
+        return aligned_partition(item_key)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> KafkaKindPartition:
-        """The partition of one kind, sharing this process's producer."""
-        return KafkaKindPartition(self._shared.get(step_id), for_part)
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> KafkaSinkPartition:
+        """A partition sharing this process's producer."""
+        return KafkaSinkPartition(self._shared.get(step_id))
 
 
 class _FlushingPartition(StatelessSinkPartition[Output]):

@@ -8,7 +8,7 @@
 >>> from schemas.sink_timescale import TimescaleSinkConfig
 >>> r = Reading("press-1", "temperature", datetime(2026, 1, 1, tzinfo=timezone.utc), 71.5)
 >>> flow = Dataflow("to_timescale")
->>> outputs = op.input("in", flow, TestingSource([("telemetry", r)]))
+>>> outputs = op.input("in", flow, TestingSource([("0", ("telemetry", [r]))]))
 >>> op.output("db", outputs, TimescaleSink(TimescaleSinkConfig()))
 >>> run_main(flow)  # doctest: +SKIP
 
@@ -19,18 +19,19 @@ TimescaleDB): :mod:`connectors.timescale_edition`; retention:
 :class:`schemas.sink_timescale.TimescaleSinkConfig`.
 
 **Partitions and the writer thread.** A :class:`TimescaleSink` is a Bytewax
-``FixedPartitionedSink`` whose partitions are the output kinds (like the
-Kafka sink). The partitions a process holds share one
-:class:`BackgroundWriter`: a bounded queue (``buffer_rows``) and a thread
-with its own connection that writes what is queued, in order, in
-transactions of at most ``batch_rows`` records. So the dataflow never waits
-for the database while it processes (an alarm reaches Kafka without
-waiting for the readings' COPY before it), and the database's work overlaps
-the flow's. The first connection applies the migrations (under an advisory
-lock, so processes do not race) and logs the edition; the process holding
-the ``telemetry`` partition also runs the retention job every
-``retention_interval``. The price of fixed partitions, as for Kafka: with
-several workers, a kind's records cross to the worker holding its partition.
+``FixedPartitionedSink`` of :data:`flows.outputs.RoutedOutput` items with
+the aligned partitions of :mod:`flows.routing` (like the Kafka sink): a
+series bucket's records go to a partition on the worker that processed the
+bucket, so they never cross to another process. The partitions a process
+holds share one :class:`BackgroundWriter`: a bounded queue
+(``buffer_rows``) and a thread with its own connection that writes what is
+queued, in order, in transactions of at most ``batch_rows`` records. So
+the dataflow never waits for the database while it processes (an alarm
+reaches Kafka without waiting for the readings' COPY before it), and the
+database's work overlaps the flow's. The first connection applies the
+migrations (under an advisory lock, so processes do not race) and logs the
+edition; the process holding the first partition also runs the retention
+job every ``retention_interval``.
 
 **Guarantee.** Bytewax calls a partition's ``snapshot()`` at the end of each
 epoch, before the epoch's snapshot is committed; it returns only once the
@@ -78,13 +79,12 @@ from connectors.timescale_rows import DEAD_LETTERS, SPEC_BY_TYPE, TableSpec
 from connectors.timescale_writer import Rejected, TimescaleWriter
 from flows.logs import get_logger
 from flows.metrics import counter, gauge
-from flows.outputs import KIND_PARTITIONS, count_outputs, flatten_outputs, kind_partition
+from flows.outputs import Output, count_outputs, flatten_outputs
+from flows.routing import ALIGNED_PARTITION_NAMES, aligned_partition
 from schemas.migrate import migrate
 from schemas.models import DeadLetter, to_json
 from schemas.settings import Settings
 from schemas.sink_timescale import TimescaleSinkConfig
-
-Output = tuple[str, Any]
 
 log = get_logger("connectors.timescale")
 
@@ -538,22 +538,20 @@ class _SharedBackgroundWriter:
                 writer.close()
 
 
-class TimescaleKindPartition(StatefulSinkPartition[Any, None]):
-    """The records of one output kind; ``snapshot()`` waits for the (shared) writer.
+class TimescaleSinkPartition(StatefulSinkPartition[Output, None]):
+    """One of the sink's partitions; ``snapshot()`` waits for the process's (shared) writer.
 
     The resume state is ``None``: the replay after a crash comes from the
     inputs' snapshots, and writes are idempotent.
     """
 
-    def __init__(self, shared: _SharedBackgroundWriter, writer: BackgroundWriter, kind: str):
+    def __init__(self, shared: _SharedBackgroundWriter, writer: BackgroundWriter):
         self._shared = shared
         self.writer = writer
-        self.kind = kind
 
-    def write_batch(self, values: list[Any]) -> None:
-        """Queue records or chunks of records of this kind (blocks while the buffer is full)."""
-        kind = self.kind
-        self.writer.submit([(kind, value) for value in values])
+    def write_batch(self, values: list[Output]) -> None:
+        """Queue ``(kind, records)`` outputs (blocks while the buffer is full)."""
+        self.writer.submit(values)
 
     def snapshot(self) -> None:
         """Wait until every record queued so far is committed: the epoch's rows are durable."""
@@ -567,8 +565,9 @@ class TimescaleKindPartition(StatefulSinkPartition[Any, None]):
             log.error("timescale sink closed with unwritten records", extra={"error": str(exc)})
 
 
-class TimescaleSink(FixedPartitionedSink[Any, None]):
-    """Writes ``(kind, records)`` outputs to TimescaleDB tables; see the module docstring.
+class TimescaleSink(FixedPartitionedSink[Output, None]):
+    """Writes routed ``(key, (kind, records))`` outputs to TimescaleDB tables; see the module
+    docstring.
 
     ``config.database_url`` wins over ``settings.database_url``.
     """
@@ -582,26 +581,26 @@ class TimescaleSink(FixedPartitionedSink[Any, None]):
         self._shared = _SharedBackgroundWriter(self)
 
     def list_parts(self) -> list[str]:
-        """Every output kind is a partition.
+        """The aligned partitions of :mod:`flows.routing`.
 
         Called by every worker at start-up: the process's writer connects
         here (applying migrations), so the tables exist before the first
         record, as a user starting a flow expects.
         """
         self._shared.get("timescale", retention=False, use=False)
-        return list(KIND_PARTITIONS)
+        return list(ALIGNED_PARTITION_NAMES)
 
     def part_fn(self, item_key: str) -> int:
-        """The kind's own partition (Bytewax indexes the sorted list of partitions)."""
-        return kind_partition(item_key)
+        """The partition on the worker that processed the item's bucket."""
+        return aligned_partition(item_key)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> TimescaleKindPartition:
-        """The partition of one kind, sharing this process's writer thread and connection.
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> TimescaleSinkPartition:
+        """A partition sharing this process's writer thread and connection.
 
-        The process that holds the ``telemetry`` partition runs the retention job.
+        The process that holds the first partition runs the retention job.
         """
-        writer = self._shared.get(step_id, retention=for_part == "telemetry")
-        return TimescaleKindPartition(self._shared, writer, for_part)
+        writer = self._shared.get(step_id, retention=for_part == ALIGNED_PARTITION_NAMES[0])
+        return TimescaleSinkPartition(self._shared, writer)
 
     def sync_writer(self, step_id: str, worker_index: int = 0) -> TimescalePartition:
         """A synchronous writer on this sink's config: ``write_batch`` returns once committed.

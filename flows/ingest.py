@@ -20,9 +20,12 @@ into readings and dead letters and never raises; readings from trusted
 sources (simulator, Modbus, OPC UA) pass straight through. The ``series``
 step is :mod:`flows.series`. Readings travel in chunks, one per bucket of
 series per batch, and outputs in chunks, one per kind per activation, since
-every item crossing an operator costs Bytewax ~1 µs; every sink receives
-``(kind, records)`` chunks (:mod:`flows.outputs`); sinks passed to
-:func:`build_flow` by a caller get plain ``(kind, record)`` pairs.
+every item crossing an operator costs Bytewax ~1 µs. The partitioned sinks
+(Kafka, TimescaleDB) receive the chunks still keyed by the bucket that made
+them, ``(bucket, (kind, records))``, and write them on the worker that made
+them (:mod:`flows.routing`); other sinks receive ``(kind, records)`` chunks
+(:mod:`flows.outputs`); sinks passed to :func:`build_flow` by a caller get
+plain ``(kind, record)`` pairs.
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 
 from flows.decode import decode_payload
 from flows.logs import configure_logging, get_logger
 from flows.metrics import counter
-from flows.outputs import Output, flatten_outputs, make_sink
+from flows.outputs import Output, RoutedOutput, flatten_outputs, make_sink
 from flows.pure_python import compiled_modules
 from flows.series import bucket_of, series_logic_builder
 from flows.sources import make_source
@@ -66,7 +69,8 @@ class Decoder:
     """The ``decode`` step: readings grouped into chunks per series bucket, dead letters apart.
 
     A batch of source items becomes one ``(bucket, [readings])`` item per
-    bucket it touches plus one ``("dead_letter", [dead letters])`` item, so
+    bucket it touches plus one ``("dead_letter", ("dead_letter", [dead letters]))``
+    item (a routed output, :data:`flows.outputs.RoutedOutput`), so
     the keyed step downstream is handed a few chunks instead of one item
     per reading (see :mod:`flows.outputs` on why chunks).
     """
@@ -85,7 +89,7 @@ class Decoder:
             bucket = self._bucket[series] = bucket_of("/".join(series), self.buckets)
         return bucket
 
-    def __call__(self, items: list[Any]) -> list[Keyed | Output]:
+    def __call__(self, items: list[Any]) -> list[tuple[str, Any]]:
         """Decode a batch of source items (``Reading``, ``RawMessage``, or operators'
         ``Alarm`` actions, which are routed like readings of their series)."""
         # bucket -> its chunk; defaultdict: no throwaway list per item, as
@@ -124,17 +128,17 @@ class Decoder:
             READINGS_IN.inc(n, source=source)
         for source, n in rejected.items():
             DEAD_LETTERS_IN.inc(n, source=source)
-        out: list[Keyed | Output] = list(chunks.items())
+        out: list[tuple[str, Any]] = list(chunks.items())
         if dead_letters:
-            out.append((DEAD_LETTER_KEY, dead_letters))
+            out.append((DEAD_LETTER_KEY, ("dead_letter", dead_letters)))
         return out
 
 
-def _is_readings(item: Keyed | Output) -> bool:
+def _is_readings(item: tuple[str, Any]) -> bool:
     return item[0] != DEAD_LETTER_KEY
 
 
-def _values(items: list[tuple[str, Output]]) -> list[Output]:
+def _values(items: list[RoutedOutput]) -> list[Output]:
     return [value for _key, value in items]
 
 
@@ -145,18 +149,26 @@ def _kind_filter(kinds: set[OutputKind]) -> Any:
     return keep
 
 
+def _routed_kind_filter(kinds: set[OutputKind]) -> Any:
+    def keep(item: RoutedOutput) -> bool:
+        return item[1][0] in kinds
+
+    return keep
+
+
 def build_flow(
     config: PipelineConfig,
     settings: Settings | None = None,
     *,
     sources: list[Source[Any]] | None = None,
-    sinks: list[Sink[Output]] | None = None,
+    sinks: list[Sink[Any]] | None = None,
     flow_id: str = "streamforge",
 ) -> Dataflow:
     """Build the dataflow for a pipeline config.
 
     ``sources`` and ``sinks`` replace the configured ones (tests use
-    ``TestingSource`` and ``TestingSink``); by default they are built from
+    ``TestingSource`` and ``TestingSink``, which gets ``(kind, record)``
+    pairs; a ``FixedPartitionedSink`` gets routed outputs); by default they are built from
     ``config.sources`` (plus the operator actions topic when the config
     follows it: :mod:`connectors.alarm_actions`) and ``config.sinks``.
     """
@@ -174,10 +186,19 @@ def build_flow(
     decoded = op.flat_map_batch("decode", raw, Decoder(config.decode, config.series_buckets))
     split = op.branch("split_decoded", decoded, _is_readings)
     keyed: Stream[Keyed] = split.trues
-    dead: Stream[Output] = split.falses
+    dead: Stream[RoutedOutput] = split.falses
 
     processed = op.stateful_batch("series", keyed, series_logic_builder(config))
-    outputs = op.merge("outputs", op.flat_map_batch("unkey", processed, _values), dead)
+    # Keyed by the bucket that made them: a partitioned sink (Kafka, TimescaleDB)
+    # writes them on the worker that made them (flows.routing).
+    routed: Stream[RoutedOutput] = op.merge("outputs", processed, dead)
+    unkeyed: list[Stream[Output]] = []
+
+    def outputs() -> Stream[Output]:
+        """The plain ``(kind, records)`` outputs, for the other sinks (made once)."""
+        if not unkeyed:
+            unkeyed.append(op.flat_map_batch("unkey", routed, _values))
+        return unkeyed[0]
 
     if sinks is None:
         # Kafka sinks are attached first, whatever their place in the config:
@@ -189,16 +210,29 @@ def build_flow(
         order = sorted(range(len(config.sinks)), key=lambda i: config.sinks[i].type != "kafka")
         for i in order:
             sink_config = config.sinks[i]
+            sink = make_sink(sink_config, settings)
             kinds = set(sink_config.kinds)
-            stream = outputs
-            if kinds != set(ALL_OUTPUT_KINDS):
-                stream = op.filter(f"kinds_{i}", outputs, _kind_filter(kinds))
-            op.output(f"sink_{i}_{sink_config.type}", stream, make_sink(sink_config, settings))
+            if isinstance(sink, FixedPartitionedSink):
+                stream: Stream[Any] = routed
+                if kinds != set(ALL_OUTPUT_KINDS):
+                    stream = op.filter(f"kinds_{i}", routed, _routed_kind_filter(kinds))
+            else:
+                stream = outputs()
+                if kinds != set(ALL_OUTPUT_KINDS):
+                    stream = op.filter(f"kinds_{i}", stream, _kind_filter(kinds))
+            op.output(f"sink_{i}_{sink_config.type}", stream, sink)
     else:
-        # Sinks given by the caller (tests) get one (kind, record) pair per item.
-        pairs = op.flat_map_batch("flatten", outputs, flatten_outputs)
+        # Sinks given by the caller (tests): the partitioned ones (Kafka,
+        # TimescaleDB) get routed outputs as in a configured flow, the others
+        # one (kind, record) pair per item.
+        pairs: list[Stream[tuple[str, Any]]] = []
         for i, sink in enumerate(sinks):
-            op.output(f"sink_{i}", pairs, sink)
+            if isinstance(sink, FixedPartitionedSink):
+                op.output(f"sink_{i}", routed, sink)
+                continue
+            if not pairs:
+                pairs.append(op.flat_map_batch("flatten", outputs(), flatten_outputs))
+            op.output(f"sink_{i}", pairs[0], sink)
     return flow
 
 

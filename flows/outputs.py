@@ -23,12 +23,10 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, TextIO
-from zlib import adler32
 
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from flows.metrics import counter
-from schemas.kinds import ALL_OUTPUT_KINDS
 from schemas.models import (
     Alarm,
     AnomalyScore,
@@ -45,6 +43,16 @@ from schemas.sinks import SinkConfig
 Output = tuple[str, Any]
 """A flow output: (output kind, a list of records of that kind or one record)."""
 
+RoutedOutput = tuple[str, Output]
+"""An output keyed for a partitioned sink (Kafka, TimescaleDB): ``(bucket, output)``, the
+key being the series bucket that made it (dead letters: their own key). The key picks
+the sink partition (:mod:`flows.routing`)."""
+
+
+def route_by_kind(items: list[Output]) -> list[RoutedOutput]:
+    """Outputs keyed by their kind: for a partitioned sink fed outside the flow (tests, tools)."""
+    return [(kind, (kind, records)) for kind, records in items]
+
 
 def iter_outputs(items: list[Output]) -> Iterator[tuple[str, Any]]:
     """Every ``(kind, record)`` pair of a batch of outputs, chunks unrolled, in order."""
@@ -59,33 +67,6 @@ def iter_outputs(items: list[Output]) -> Iterator[tuple[str, Any]]:
 def flatten_outputs(items: list[Output]) -> list[tuple[str, Any]]:
     """:func:`iter_outputs` as a list (a ``flat_map_batch`` step for plain sinks)."""
     return list(iter_outputs(items))
-
-
-KIND_PARTITIONS: list[str] = sorted(ALL_OUTPUT_KINDS)
-"""The partitions of the sinks partitioned by output kind (Kafka, TimescaleDB)."""
-
-
-def kind_partition(kind: str) -> int:
-    """The index of a kind's partition in :data:`KIND_PARTITIONS` (a ``part_fn``).
-
-    A key that is no kind (a flow bug) still maps to some partition, whose
-    writer then dead-letters the record.
-    """
-    try:
-        return KIND_PARTITIONS.index(kind)
-    except ValueError:
-        return adler32(kind.encode())
-
-
-def chunk_records(values: list[Any]) -> list[Any]:
-    """The records of a partition's batch of values, each a record or a chunk of records."""
-    records: list[Any] = []
-    for value in values:
-        if type(value) is list:
-            records.extend(value)
-        else:
-            records.append(value)
-    return records
 
 
 def count_outputs(items: list[Output]) -> int:

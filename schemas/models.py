@@ -79,6 +79,29 @@ class Reading:
     None for values it does not score (non-numeric, bad quality, detector off).
     Set by the flow, not by sources."""
 
+    def __reduce__(self) -> tuple[type[Reading], tuple[Any, ...]]:
+        """Pickle as the constructor's arguments.
+
+        Readings are pickled whenever they cross to another process (to the
+        worker owning their series); this takes half the time of the
+        dataclass default (~3 against ~6 µs a reading, dump and load).
+        """
+        return (
+            Reading,
+            (
+                self.device,
+                self.metric,
+                self.ts,
+                self.value,
+                self.tenant,
+                self.quality,
+                self.source,
+                self.unit,
+                self.attributes,
+                self.score,
+            ),
+        )
+
 
 @dataclass(slots=True)
 class Event:

@@ -11,6 +11,7 @@ from typing import Any
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
+from bytewax.outputs import FixedPartitionedSink
 from bytewax.testing import TestingSource, run_main
 
 from connectors.kafka_producer import (
@@ -21,6 +22,7 @@ from connectors.kafka_producer import (
     KafkaRecordWriter,
 )
 from connectors.kafka_sink import KafkaBatchFlushSink, KafkaOutputSink, make_kafka_sink
+from flows.outputs import route_by_kind
 from schemas.kinds import ALL_OUTPUT_KINDS
 from schemas.models import SCHEMA_VERSION, DeadLetter, Reading, adapter, to_json
 from schemas.settings import Settings
@@ -47,6 +49,9 @@ def sink_config(kafka_bootstrap: str) -> Iterator[KafkaSinkConfig]:
 
 
 def run_sink(sink: Any, items: list[tuple[str, Any]], batch_size: int = 1000) -> None:
+    """Plain ``(kind, record)`` items; keyed by their kind for the partitioned sink."""
+    if isinstance(sink, FixedPartitionedSink):
+        items = route_by_kind(items)
     flow = Dataflow("kafka_sink_test")
     stream = op.input("in", flow, TestingSource(items, batch_size=batch_size))
     op.output("kafka", stream, sink)

@@ -27,7 +27,7 @@ from connectors.timescale import LOST, REJECTED, RETRIES, ROWS_UNCHANGED, Timesc
 from connectors.timescale_edition import detect_edition, edition_info, hypertables
 from connectors.timescale_retention import apply_retention, ensure_policies
 from connectors.timescale_retention import main as retention_main
-from flows.outputs import make_sink
+from flows.outputs import make_sink, route_by_kind
 from schemas.migrate import Migration, MigrationError, load_migrations, migrate
 from schemas.migrate import main as migrate_main
 from schemas.models import (
@@ -484,7 +484,8 @@ def test_through_a_bytewax_dataflow(ts_url: str, tenant: str) -> None:
     assert isinstance(sink, TimescaleSink)
     for _ in range(2):  # the second run is a replay: nothing new
         flow = Dataflow("timescale_test")
-        op.output("db", op.input("in", flow, TestingSource(items, batch_size=100)), sink)
+        source = TestingSource(route_by_kind(items), batch_size=100)
+        op.output("db", op.input("in", flow, source), sink)
         run_main(flow)
         assert counts(ts_url, tenant) == EXPECTED_EVERY_KIND
 
