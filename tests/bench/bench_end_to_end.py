@@ -1,6 +1,6 @@
 """End-to-end benchmark: raw Kafka topic -> flows.ingest -> Kafka topics + TimescaleDB.
 
-    python -m tests.bench.bench_end_to_end                  # everything, 5-6 minutes
+    python -m tests.bench.bench_end_to_end                  # everything, 7-9 minutes
     python -m tests.bench.bench_end_to_end --readings 200000 --subset 0 --no-latency
     python -m tests.bench.bench_end_to_end --readings 200000 --profile   # cProfile, 1 process
 
@@ -17,7 +17,7 @@ case: figures taken on a shared 2-core machine swing by 2x with it.
    arrays of ``--per-message`` readings of one device per message, keyed by
    device so that each series stays in order. Arrays make preloading fast
    and are what a batching gateway sends; ``flows.decode`` takes both.
-2. **Flow, 1 process**: ``python -m bytewax.run flows.ingest`` with the
+2. **Flow, 1 process, then 2 processes**: ``python -m bytewax.run flows.ingest`` with the
    default pipeline (classification, threshold alarms, 1m/5m/1h rollups,
    an anomaly score on every telemetry reading, anomaly alarms) and both
    sinks (Kafka, every kind, flushing at snapshots; TimescaleDB),
@@ -25,15 +25,17 @@ case: figures taken on a shared 2-core machine swing by 2x with it.
    wall time of the process (start-up included), and / time since its
    partitions were assigned. The output topics are created (by
    :mod:`connectors.kafka_admin`) before the flow starts, as a deployment
-   has them. Every row and telemetry message is counted.
+   has them. Every row and telemetry message is counted. The 2-process run
+   (``-i 0|1 -a "host:p1;host:p2"``, one process per core) is the same
+   pipeline; the goals compare the faster of the two. Each case records
+   the share of CPU time stolen by the hypervisor while it ran
+   (``cpu_steal_percent``): on this VM it moves the figures as much as
+   any change to the code.
 3. **Subset** (``--subset`` readings, default 200,000; 0 skips): the
    1-process run again for comparison, with a separate anomaly-score
    record per telemetry value (``emit_scores: true``: twice the records
-   and rows of telemetry), and in 2 processes
-   (``-i 0|1 -a "host:p1;host:p2"``) with the Kafka sink's ``flush: batch``
-   (a ``DynamicSink``: with the default snapshot sink every record of a
-   kind crosses to the one worker owning that kind, which measured ~4k
-   readings/s in 2 processes here).
+   and rows of telemetry), and in 2 processes with the Kafka sink's
+   ``flush: batch`` (a ``DynamicSink`` flushing every batch).
 4. **Passthrough** (the ceiling): one loop consuming the raw topic,
    decoding with ``flows.decode`` and binary-``COPY``-ing every reading into
    the ``readings`` table; no processing, no Kafka output.
@@ -164,6 +166,22 @@ def preload(bootstrap: str, topic: str, n: int, per_message: int) -> dict[str, A
 # ---------------------------------------------------------------- the flow
 
 
+def cpu_jiffies() -> tuple[int, int]:
+    """The machine's (stolen, total) CPU time so far, in clock ticks (``/proc/stat``)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return fields[7], sum(fields)
+
+
+def steal_percent(before: tuple[int, int]) -> float:
+    """The share of CPU time the hypervisor gave to other machines since ``before``.
+
+    On this VM it ranged from ~5 % to over 30 % within one day, and the
+    figures of a run move with it: recorded with every case.
+    """
+    stolen, total = cpu_jiffies()
+    return round(100 * (stolen - before[0]) / max(1, total - before[1]), 1)
+
+
 def log_time(path: Path, message: str) -> float | None:
     """Wall time of the first log line with this message."""
     for line in path.read_text(errors="replace").splitlines():
@@ -203,6 +221,7 @@ def run_flow(
         workdir.mkdir(parents=True, exist_ok=True)
         args = ["-i", str(i), "-a", addresses] if processes > 1 else []
         flows.append(FlowProcess(config, workdir, recovery=False, extra_args=args))
+    jiffies = cpu_jiffies()
     for flow in flows:
         flow.start()
     statuses = [flow.wait(timeout=900) for flow in flows]
@@ -228,6 +247,7 @@ def run_flow(
         "telemetry_published": published,
         "complete": counts["readings"] == telemetry == published,
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpu_steal_percent": steal_percent(jiffies),
     }
 
 
@@ -260,6 +280,7 @@ def passthrough(res: Resources, raw: str, n: int) -> dict[str, Any]:
     decode = DecodeConfig()
     done: set[int] = {p for p, end in ends.items() if end == 0}
     rows = 0
+    jiffies = cpu_jiffies()
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
         while len(done) < len(ends):
@@ -289,6 +310,7 @@ def passthrough(res: Resources, raw: str, n: int) -> dict[str, Any]:
         "readings_per_s": round(n / seconds),
         "complete": rows == n,
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpu_steal_percent": steal_percent(jiffies),
     }
 
 
@@ -303,6 +325,7 @@ def naive(res: Resources, raw: str, seconds: float) -> dict[str, Any]:
         "ON CONFLICT DO NOTHING"
     )
     inserted = 0
+    jiffies = cpu_jiffies()
     started = time.perf_counter()
     deadline = started + seconds
     with psycopg.connect(url, autocommit=True) as conn:
@@ -333,6 +356,7 @@ def naive(res: Resources, raw: str, seconds: float) -> dict[str, Any]:
         "rows": inserted,
         "readings_per_s": round(inserted / elapsed),
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpu_steal_percent": steal_percent(jiffies),
     }
 
 
@@ -399,6 +423,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         n, telemetry = args.readings, pre["telemetry_readings"]
         report["flow_1_process"] = one = run_flow(res, raw, n, telemetry, 1, 2101)
         print(f"flow, 1 process: {one}", flush=True)
+        report["flow_2_processes"] = two = run_flow(res, raw, n, telemetry, 2, 2141)
+        print(f"flow, 2 processes: {two}", flush=True)
         if args.subset:
             # Slower variants on a smaller topic, with the 1-process run to compare.
             sub = res.raw_topic(RAW_PARTITIONS)
@@ -417,9 +443,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"passthrough: {ceiling}", flush=True)
         report["naive"] = slow = naive(res, raw, args.naive_seconds)
         print(f"naive: {slow}", flush=True)
-        best = one["readings_per_s"]
+        # The goal's figure: the faster of the two set-ups (one process per core
+        # is the configuration for this 2-core machine), named in the report.
+        fastest = max((one, two), key=lambda run: run["readings_per_s"])
+        best = fastest["readings_per_s"]
         report["goals"] = {
-            "end_to_end_readings_per_s": {"goal": 50_000, "measured": best},
+            "end_to_end_readings_per_s": {
+                "goal": 50_000,
+                "measured": best,
+                "processes": fastest["processes"],
+            },
             "fraction_of_passthrough": {
                 "goal": 0.5,
                 "measured": round(best / ceiling["readings_per_s"], 2),
