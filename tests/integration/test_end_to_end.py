@@ -65,6 +65,7 @@ from tests.integration.e2e_tools import (
     wait_until,
 )
 from tests.integration.kafka_tools import consume_all, delete_topics, kcat_read
+from tests.integration.mqtt_broker import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timescale]
 
@@ -326,6 +327,43 @@ def test_replaying_the_same_input_adds_and_changes_no_row(
     # ... and the database is exactly as it was.
     for table in TABLES:
         assert table_rows(run.url, table) == before[table], table
+
+
+def test_two_processes_store_and_publish_what_one_does(
+    reference: Reference,
+    readings: list[dict[str, Any]],
+    runs: list[Run],
+    settings: Settings,
+    database_url: str,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """Each process writes its own buckets' outputs (flows.routing): nothing lost or doubled."""
+    run = new_run(settings, database_url)
+    runs.append(run)
+    assert produce_raw(readings, run.raw_topic, settings) == N_READINGS
+    config = pipeline_config(run.raw_topic, run.url, run.prefix, stop_at_end=True)
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    flows = []
+    for i in range(2):
+        (tmp_path / str(i)).mkdir()
+        args = ["-i", str(i), "-a", addresses]
+        flows.append(FlowProcess(config, tmp_path / str(i), recovery=False, extra_args=args))
+    for flow in flows:
+        flow.start()
+    try:
+        for flow in flows:
+            assert flow.wait(timeout=180) == 0, flow.log_tail()
+    finally:
+        for flow in flows:
+            flow.stop()
+
+    compare_with_reference(run.url, reference)
+    messages, keys = kafka_keys(kafka_bootstrap, run.topics()["telemetry"])
+    assert messages == len(keys) == reference.expected_rows["readings"]
+    # Both processes wrote: each connected its own TimescaleDB writer.
+    for flow in flows:
+        assert "timescale sink connected" in flow.log_path.read_text()
 
 
 # ---------------------------------------------------------------- 3. crash
