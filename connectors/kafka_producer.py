@@ -29,6 +29,10 @@ record never carries on as if it had not. A record Kafka refuses outright
 The producer's queue is bounded (``max_buffered``); when it is full,
 ``write`` waits for deliveries (backpressure), counted in
 ``streamforge_kafka_backpressure_waits_total``.
+
+The ``immediate_kinds`` (alarms by default) have a producer of their own
+with the same settings but ``linger.ms`` 0, so they are sent at once rather
+than batched with the bulk; both producers' failures are handled alike.
 """
 
 from __future__ import annotations
@@ -153,6 +157,18 @@ class KafkaRecordWriter:
         settings["error_cb"] = self._on_error
         settings["logger"] = LIBRDKAFKA_LOG
         self.producer = Producer(settings)
+        """The bulk producer: every kind not in ``immediate_kinds``, batched for ``linger``."""
+        self.immediate: Producer | None = None
+        """The producer of ``immediate_kinds`` (alarms): no linger, so an alarm is sent at
+        once instead of waiting up to ``linger`` for a batch of its topic to fill."""
+        self._by_kind: dict[str, Producer] = dict.fromkeys(self.topics, self.producer)
+        immediate = [kind for kind in config.immediate_kinds if kind in self.topics]
+        if immediate:
+            self.immediate = Producer(
+                {**settings, "client.id": f"{client_id}-immediate", "linger.ms": 0}
+            )
+            self._by_kind.update(dict.fromkeys(immediate, self.immediate))
+        self._producers = [p for p in (self.producer, self.immediate) if p is not None]
         self._lock = threading.Lock()
         self._failures: list[str] = []
         self._keys: dict[str, dict[str, bytes]] = {}  # tenant -> device -> message key
@@ -191,8 +207,7 @@ class KafkaRecordWriter:
             else:
                 records.append(record)
         sent = sum(self._produce_kind(kind, records) for kind, records in by_kind.items())
-        self.producer.poll(0)  # serve delivery reports
-        UNDELIVERED.set(len(self.producer), client=self.client_id)
+        self._served()
         return sent
 
     def write_kind(self, kind: str, records: list[Any]) -> int:
@@ -205,9 +220,16 @@ class KafkaRecordWriter:
             )
         self.check()
         sent = self._produce_kind(kind, records)
-        self.producer.poll(0)  # serve delivery reports
-        UNDELIVERED.set(len(self.producer), client=self.client_id)
+        self._served()
         return sent
+
+    def _served(self) -> None:
+        """Serve delivery reports (failures only) and update the undelivered gauge."""
+        pending = 0
+        for producer in self._producers:
+            producer.poll(0)
+            pending += len(producer)
+        UNDELIVERED.set(pending, client=self.client_id)
 
     def _produce_kind(self, kind: str, records: list[Any]) -> int:
         """Produce records of one kind to its topic; how many were queued."""
@@ -216,7 +238,8 @@ class KafkaRecordWriter:
             for record in records:
                 self._not_configured(kind, record)
             return 0
-        produce = self.producer.produce
+        producer = self._by_kind[kind]
+        produce = producer.produce
         headers = self.headers[kind]
         # A chunk holds records of one type: look up its JSON fast path once.
         first_type = type(records[0]) if records else None
@@ -251,7 +274,7 @@ class KafkaRecordWriter:
             try:
                 produce(topic, value, key, headers=headers)
             except BufferError:
-                self._produce(topic, value, key, headers)
+                self._produce(topic, value, key, headers, producer)
             except KafkaException as exc:
                 self._reject(kind, record, str(exc.args[0]), value)
                 continue
@@ -269,7 +292,7 @@ class KafkaRecordWriter:
         next_log = started + 10.0
         limit = self.config.delivery_timeout + 30.0
         while True:
-            remaining = self.producer.flush(1.0)
+            remaining = sum(producer.flush(1.0) for producer in self._producers)
             self.check()
             UNDELIVERED.set(remaining, client=self.client_id)
             if remaining == 0:
@@ -301,7 +324,8 @@ class KafkaRecordWriter:
         try:
             self.flush()
         finally:
-            self.producer.close()
+            for producer in self._producers:
+                producer.close()
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         # Called from poll()/flush() for failed messages only.
@@ -330,15 +354,19 @@ class KafkaRecordWriter:
             self._last_error_log = now
             log.error(message, extra={"step": "produce", "error": err.str(), **extra})
 
-    def _produce(self, topic: str, value: bytes, key: bytes, headers: Any) -> None:
-        """Produce, waiting for deliveries while the bounded queue is full."""
+    def _produce(
+        self, topic: str, value: bytes, key: bytes, headers: Any, producer: Producer | None = None
+    ) -> None:
+        """Produce (by default with the bulk producer), waiting for deliveries while the
+        bounded queue is full."""
+        producer = producer or self.producer
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=headers)
+                producer.produce(topic, value, key, headers=headers)
                 return
             except BufferError:
                 BACKPRESSURE.inc()
-                self.producer.poll(0.05)
+                producer.poll(0.05)
                 self.check()
 
     def _not_configured(self, kind: str, record: Any) -> None:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterable
 
 Labels = tuple[tuple[str, str], ...]
+_MAX_CACHED_LABEL_SETS = 1000
 
 
 class Metric:
@@ -27,10 +28,18 @@ class Metric:
         self.help = help_text
         self._values: dict[Labels, float] = {}
         self._lock = threading.Lock()
+        # labels as passed -> sorted label set: metrics are updated per batch,
+        # thousands of times a second at low rates, with a handful of label sets
+        self._keys: dict[tuple[tuple[str, object], ...], Labels] = {}
 
-    @staticmethod
-    def _labels(labels: dict[str, str]) -> Labels:
-        return tuple(sorted((k, str(v)) for k, v in labels.items()))
+    def _labels(self, labels: dict[str, str]) -> Labels:
+        given = tuple(labels.items())
+        key = self._keys.get(given)
+        if key is None:
+            key = tuple(sorted((k, str(v)) for k, v in given))
+            if len(self._keys) < _MAX_CACHED_LABEL_SETS:
+                self._keys[given] = key
+        return key
 
     def value(self, **labels: str) -> float:
         """Current value for these labels (0 when never touched)."""

@@ -15,6 +15,7 @@ A pipeline config's sink entry, with every option at its default::
         replication_factor: 1
         retention: 7d               # a duration, or "forever"
         linger: 10ms                # producer batching delay
+        immediate_kinds: [alarm]    # sent by a second producer that does not linger
         compression: lz4            # lz4 | zstd | snappy | gzip | none
         delivery_timeout: 2m        # librdkafka retries this long, then the sink raises
         max_buffered: 100000        # records the producer may hold unsent (bounded)
@@ -98,6 +99,10 @@ class KafkaTopicConfig(BaseModel):
         return value
 
 
+def _alarms_only() -> list[OutputKind]:
+    return ["alarm"]
+
+
 class KafkaSinkConfig(BaseModel):
     """One Kafka topic per output kind. See ``connectors/kafka_sink.py``.
 
@@ -122,6 +127,13 @@ class KafkaSinkConfig(BaseModel):
     replication_factor: int = Field(1, ge=1, le=32)
     retention: str = "7d"
     linger: float = Field(0.010, ge=0.0, le=5.0)
+    immediate_kinds: list[OutputKind] = Field(
+        default_factory=_alarms_only,
+        description=(
+            "kinds sent at once by a producer of their own (linger 0), not batched with "
+            "the bulk: an alarm reaches consumers ~10 ms sooner; kinds not in `kinds` are ignored"
+        ),
+    )
     compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = "lz4"
     delivery_timeout: float = Field(120.0, gt=0.0, le=86_400.0)
     max_buffered: int = Field(100_000, ge=1, le=10_000_000)

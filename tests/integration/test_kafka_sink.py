@@ -207,3 +207,53 @@ def test_same_device_name_in_two_tenants_gets_two_keys(
         by_key[msg.key()].append(json.loads(msg.value())["tenant"])
     assert {k: set(v) for k, v in by_key.items()} == {b"t0/press-1": {"t0"}, b"t1/press-1": {"t1"}}
     assert sorted(len(v) for v in by_key.values()) == [50, 50]
+
+
+def test_alarms_are_sent_at_once_while_the_bulk_lingers(
+    sink_config: KafkaSinkConfig, kafka_bootstrap: str
+) -> None:
+    # The bulk producer holds its records for 5 s (linger); the alarm goes
+    # through the immediate producer and is acknowledged long before that.
+    config = sink_config.model_copy(update={"linger": 5.0})
+    writer = KafkaRecordWriter(config, kafka_bootstrap)
+    writer.ensure_topics(kafka_bootstrap)
+    assert writer.immediate is not None
+    records = one_of_each("press-5")
+    assert writer.write(records) == len(records)
+    assert writer.immediate.flush(4.0) == 0  # the alarm is acknowledged ...
+    assert len(writer.producer) == len(records) - 1  # ... the other six still wait
+    [envelope] = kcat_read(kafka_bootstrap, config.topic_for("alarm"), expected=1)
+    assert headers_of(envelope)["kind"] == "alarm"
+    assert json.loads(envelope["payload"])["device"] == "press-5"
+    writer.close()  # flushes both producers
+    assert len(writer.producer) == 0
+    assert len(kcat_read(kafka_bootstrap, config.topic_for("telemetry"), expected=1)) == 1
+
+
+def test_without_immediate_kinds_one_producer_sends_everything(
+    sink_config: KafkaSinkConfig, kafka_bootstrap: str
+) -> None:
+    config = sink_config.model_copy(update={"immediate_kinds": []})
+    writer = KafkaRecordWriter(config, kafka_bootstrap)
+    writer.ensure_topics(kafka_bootstrap)
+    assert writer.immediate is None
+    assert writer.write(one_of_each("press-6")) == 7
+    writer.close()
+    for kind in ALL_OUTPUT_KINDS:
+        assert len(kcat_read(kafka_bootstrap, config.topic_for(kind), expected=1)) == 1, kind
+
+
+def test_undelivered_alarm_raises_like_any_record() -> None:
+    config = KafkaSinkConfig(
+        topic_prefix=unique("sf-nowhere") + ".",
+        create_topics=False,
+        delivery_timeout=1.5,
+        producer_config={"socket.connection.setup.timeout.ms": 1000},
+    )
+    writer = KafkaRecordWriter(config, "127.0.0.1:1")
+    topic = config.topic_for("alarm")
+    before = DELIVERY_ERRORS.value(topic=topic, error="_MSG_TIMED_OUT")
+    writer.write([one_of_each("press-7")[2]])  # the alarm, via the immediate producer
+    with pytest.raises(KafkaDeliveryError, match=r"Kafka delivery failed for 1 record"):
+        writer.flush()
+    assert DELIVERY_ERRORS.value(topic=topic, error="_MSG_TIMED_OUT") == before + 1

@@ -94,3 +94,13 @@ def test_sample_config_is_valid() -> None:
     assert isinstance(sink, KafkaSinkConfig)
     assert sink.topic_for("alarm") == "plant-a.alarms"
     assert {s.kind: s.retention_ms for s in sink.topic_specs()}["alarm"] == 365 * 86_400_000
+
+
+def test_alarms_are_immediate_by_default_and_the_kinds_are_checked() -> None:
+    assert KafkaSinkConfig().immediate_kinds == ["alarm"]
+    assert KafkaSinkConfig(immediate_kinds=["alarm", "event"]).immediate_kinds == [
+        "alarm",
+        "event",
+    ]
+    with pytest.raises(ValidationError, match="immediate_kinds"):
+        KafkaSinkConfig(immediate_kinds=["alarms"])
