@@ -30,7 +30,9 @@ case: figures taken on a shared 2-core machine swing by 2x with it.
    pipeline; the goals compare the faster of the two. Each case records
    the share of CPU time stolen by the hypervisor while it ran
    (``cpu_steal_percent``): on this VM it moves the figures as much as
-   any change to the code.
+   any change to the code; and, since the speed drifted with little steal
+   recorded too, the time of a fixed pure-Python loop just before it
+   (``python_loop_us_before``: lower is a faster machine).
 3. **Subset** (``--subset`` readings, default 200,000; 0 skips): the
    1-process run again for comparison, with a separate anomaly-score
    record per telemetry value (``emit_scores: true``: twice the records
@@ -64,6 +66,7 @@ import os
 import platform
 import sys
 import time
+import timeit
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,6 +185,19 @@ def steal_percent(before: tuple[int, int]) -> float:
     return round(100 * (stolen - before[0]) / max(1, total - before[1]), 1)
 
 
+def python_loop_us() -> float:
+    """µs this machine takes for a fixed pure-Python loop (sum of 1,000 ints), best of 5.
+
+    The machine's speed at that moment, beside the steal figure: runs of
+    this loop drifted between ~4 and ~15 µs within one day here with little
+    steal recorded (neighbours sharing caches and memory bandwidth), and the
+    flow's figures drift with it.
+    """
+    numbers = list(range(1000))
+    best = min(timeit.repeat(lambda: sum(numbers), number=2000, repeat=5, timer=time.process_time))
+    return round(best / 2000 * 1e6, 2)
+
+
 def log_time(path: Path, message: str) -> float | None:
     """Wall time of the first log line with this message."""
     for line in path.read_text(errors="replace").splitlines():
@@ -221,6 +237,7 @@ def run_flow(
         workdir.mkdir(parents=True, exist_ok=True)
         args = ["-i", str(i), "-a", addresses] if processes > 1 else []
         flows.append(FlowProcess(config, workdir, recovery=False, extra_args=args))
+    loop_us = python_loop_us()
     jiffies = cpu_jiffies()
     for flow in flows:
         flow.start()
@@ -248,6 +265,7 @@ def run_flow(
         "complete": counts["readings"] == telemetry == published,
         "load_average_1m": round(os.getloadavg()[0], 2),
         "cpu_steal_percent": steal_percent(jiffies),
+        "python_loop_us_before": loop_us,
     }
 
 
@@ -280,6 +298,7 @@ def passthrough(res: Resources, raw: str, n: int) -> dict[str, Any]:
     decode = DecodeConfig()
     done: set[int] = {p for p, end in ends.items() if end == 0}
     rows = 0
+    loop_us = python_loop_us()
     jiffies = cpu_jiffies()
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
@@ -311,6 +330,7 @@ def passthrough(res: Resources, raw: str, n: int) -> dict[str, Any]:
         "complete": rows == n,
         "load_average_1m": round(os.getloadavg()[0], 2),
         "cpu_steal_percent": steal_percent(jiffies),
+        "python_loop_us_before": loop_us,
     }
 
 
@@ -325,6 +345,7 @@ def naive(res: Resources, raw: str, seconds: float) -> dict[str, Any]:
         "ON CONFLICT DO NOTHING"
     )
     inserted = 0
+    loop_us = python_loop_us()
     jiffies = cpu_jiffies()
     started = time.perf_counter()
     deadline = started + seconds
@@ -357,6 +378,7 @@ def naive(res: Resources, raw: str, seconds: float) -> dict[str, Any]:
         "readings_per_s": round(inserted / elapsed),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "cpu_steal_percent": steal_percent(jiffies),
+        "python_loop_us_before": loop_us,
     }
 
 
@@ -411,6 +433,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "load_average_1m": round(os.getloadavg()[0], 2),
+            "python_loop_us_at_start": python_loop_us(),
         },
     }
     try:
@@ -484,6 +507,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
     finally:
         res.close()
+    report["machine"]["python_loop_us_at_end"] = python_loop_us()
     report["notes"] = (
         "2 cores shared by the flow, Kafka (1 GiB heap), TimescaleDB 2.19 Apache and the "
         "load generator, and with other work on the machine (see load_average_1m); "
