@@ -154,15 +154,19 @@ def test_record_of_unknown_kind_becomes_a_dead_letter(
     assert json.loads(dead.payload) == json.loads(to_json(reading))
 
 
-def test_delivery_failure_raises_with_a_clear_message() -> None:
-    # Nothing listens on port 1: every message times out after 1.5 s.
+def writer_to_nowhere() -> tuple[KafkaSinkConfig, KafkaRecordWriter]:
+    """A writer to a port nothing listens on: every message times out after 1.5 s."""
     config = KafkaSinkConfig(
         topic_prefix=unique("sf-nowhere") + ".",
         create_topics=False,
         delivery_timeout=1.5,
         producer_config={"socket.connection.setup.timeout.ms": 1000},
     )
-    writer = KafkaRecordWriter(config, "127.0.0.1:1")
+    return config, KafkaRecordWriter(config, "127.0.0.1:1")
+
+
+def test_delivery_failure_raises_with_a_clear_message() -> None:
+    config, writer = writer_to_nowhere()
     topic = config.topic_for("telemetry")
     before = DELIVERY_ERRORS.value(topic=topic, error="_MSG_TIMED_OUT")
     writer.write([("telemetry", Reading("d", "m", datetime.now(UTC), 1.0))])
@@ -244,13 +248,7 @@ def test_without_immediate_kinds_one_producer_sends_everything(
 
 
 def test_undelivered_alarm_raises_like_any_record() -> None:
-    config = KafkaSinkConfig(
-        topic_prefix=unique("sf-nowhere") + ".",
-        create_topics=False,
-        delivery_timeout=1.5,
-        producer_config={"socket.connection.setup.timeout.ms": 1000},
-    )
-    writer = KafkaRecordWriter(config, "127.0.0.1:1")
+    config, writer = writer_to_nowhere()
     topic = config.topic_for("alarm")
     before = DELIVERY_ERRORS.value(topic=topic, error="_MSG_TIMED_OUT")
     writer.write([one_of_each("press-7")[2]])  # the alarm, via the immediate producer
