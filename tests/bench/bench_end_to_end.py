@@ -32,7 +32,7 @@ case: figures taken on a shared 2-core machine swing by 2x with it.
    (``cpu_steal_percent``): on this VM it moves the figures as much as
    any change to the code; and, since the speed drifted with little steal
    recorded too, the time of a fixed pure-Python loop just before it
-   (``python_loop_us_before``: lower is a faster machine).
+   (``python_loop_us_before``: lower is a faster core; a hint only).
 3. **Subset** (``--subset`` readings, default 200,000; 0 skips): the
    1-process run again for comparison, with a separate anomaly-score
    record per telemetry value (``emit_scores: true``: twice the records
@@ -188,10 +188,10 @@ def steal_percent(before: tuple[int, int]) -> float:
 def python_loop_us() -> float:
     """µs this machine takes for a fixed pure-Python loop (sum of 1,000 ints), best of 5.
 
-    The machine's speed at that moment, beside the steal figure: runs of
-    this loop drifted between ~4 and ~15 µs within one day here with little
-    steal recorded (neighbours sharing caches and memory bandwidth), and the
-    flow's figures drift with it.
+    A hint of the machine's single-core speed at that moment, beside the
+    steal figure: it took 10-26 µs within one day here with little steal
+    recorded. It does not track every swing: two runs with 13-14 µs here did
+    37,800 and 49,800 readings/s in 2 processes.
     """
     numbers = list(range(1000))
     best = min(timeit.repeat(lambda: sum(numbers), number=2000, repeat=5, timer=time.process_time))
