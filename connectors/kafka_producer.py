@@ -359,7 +359,8 @@ class KafkaRecordWriter:
     ) -> None:
         """Produce (by default with the bulk producer), waiting for deliveries while the
         bounded queue is full."""
-        producer = producer or self.producer
+        if producer is None:  # not `or`: a Producer with an empty queue is falsy (len 0)
+            producer = self.producer
         while True:
             try:
                 producer.produce(topic, value, key, headers=headers)
