@@ -65,7 +65,13 @@ trap stop INT TERM
 # One -a with every process's address, separated by semicolons.
 addresses="127.0.0.1:$BASE_PORT;127.0.0.1:$((BASE_PORT + 1))"
 for i in 0 1; do
-    setsid "$PY" -m bytewax.run flows.ingest -i "$i" -a "$addresses" &
+    # A script's background commands start with SIGINT ignored, and Python
+    # keeps an ignored SIGINT ignored: reset it, or the INT sent by stop()
+    # would not reach the flow (uvicorn installs its own handler).
+    (
+        trap - INT
+        exec setsid "$PY" -m bytewax.run flows.ingest -i "$i" -a "$addresses"
+    ) &
     pids+=($!)
 done
 wait "${pids[@]}"
