@@ -47,7 +47,8 @@ stop() {
     echo
     echo "== stopping the flow and the API"
     kill -INT "${pids[@]}" 2>/dev/null || true
-    # Up to 20 s for a clean shutdown (the flow writes its last records),
+    # Up to 20 s to exit (the flows stop within ~1 s; with recovery, -r, a
+    # restart replays whatever they had not written, into idempotent sinks),
     # then TERM whatever is left.
     for _ in $(seq 1 40); do
         alive=0
