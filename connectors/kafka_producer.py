@@ -274,7 +274,7 @@ class KafkaRecordWriter:
             try:
                 produce(topic, value, key, headers=headers)
             except BufferError:
-                self._produce(topic, value, key, headers, producer)
+                self._produce(producer, topic, value, key, headers)
             except KafkaException as exc:
                 self._reject(kind, record, str(exc.args[0]), value)
                 continue
@@ -355,12 +355,9 @@ class KafkaRecordWriter:
             log.error(message, extra={"step": "produce", "error": err.str(), **extra})
 
     def _produce(
-        self, topic: str, value: bytes, key: bytes, headers: Any, producer: Producer | None = None
+        self, producer: Producer, topic: str, value: bytes, key: bytes, headers: Any
     ) -> None:
-        """Produce (by default with the bulk producer), waiting for deliveries while the
-        bounded queue is full."""
-        if producer is None:  # not `or`: a Producer with an empty queue is falsy (len 0)
-            producer = self.producer
+        """Produce with ``producer``, waiting for deliveries while its bounded queue is full."""
         while True:
             try:
                 producer.produce(topic, value, key, headers=headers)
@@ -402,4 +399,8 @@ class KafkaRecordWriter:
             step="kafka",
             tenant=getattr(record, "tenant", None),
         )
-        self._produce(topic, to_json(dead), message_key(dead), self.headers["dead_letter"])
+        # Through the dead-letter kind's own producer: a kind always uses one producer.
+        producer = self._by_kind["dead_letter"]
+        self._produce(
+            producer, topic, to_json(dead), message_key(dead), self.headers["dead_letter"]
+        )
