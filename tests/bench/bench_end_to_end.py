@@ -198,6 +198,26 @@ def python_loop_us() -> float:
     return round(best / 2000 * 1e6, 2)
 
 
+MachineState = tuple[float, tuple[int, int]]
+"""(``python_loop_us()``, ``cpu_jiffies()``) just before a case."""
+
+
+def machine_before() -> MachineState:
+    """The machine's speed and CPU counters just before a case runs."""
+    loop_us = python_loop_us()  # first: its own CPU time must not count as the case's
+    return loop_us, cpu_jiffies()
+
+
+def machine_figures(before: MachineState) -> dict[str, float]:
+    """What every case reports of the machine: load, CPU stolen meanwhile, speed before it."""
+    loop_us, jiffies = before
+    return {
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpu_steal_percent": steal_percent(jiffies),
+        "python_loop_us_before": loop_us,
+    }
+
+
 def log_time(path: Path, message: str) -> float | None:
     """Wall time of the first log line with this message."""
     for line in path.read_text(errors="replace").splitlines():
@@ -237,8 +257,7 @@ def run_flow(
         workdir.mkdir(parents=True, exist_ok=True)
         args = ["-i", str(i), "-a", addresses] if processes > 1 else []
         flows.append(FlowProcess(config, workdir, recovery=False, extra_args=args))
-    loop_us = python_loop_us()
-    jiffies = cpu_jiffies()
+    machine = machine_before()
     for flow in flows:
         flow.start()
     statuses = [flow.wait(timeout=900) for flow in flows]
@@ -263,9 +282,7 @@ def run_flow(
         "rows": counts,
         "telemetry_published": published,
         "complete": counts["readings"] == telemetry == published,
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "cpu_steal_percent": steal_percent(jiffies),
-        "python_loop_us_before": loop_us,
+        **machine_figures(machine),
     }
 
 
@@ -298,8 +315,7 @@ def passthrough(res: Resources, raw: str, n: int) -> dict[str, Any]:
     decode = DecodeConfig()
     done: set[int] = {p for p, end in ends.items() if end == 0}
     rows = 0
-    loop_us = python_loop_us()
-    jiffies = cpu_jiffies()
+    machine = machine_before()
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
         while len(done) < len(ends):
@@ -328,9 +344,7 @@ def passthrough(res: Resources, raw: str, n: int) -> dict[str, Any]:
         "rows": rows,
         "readings_per_s": round(n / seconds),
         "complete": rows == n,
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "cpu_steal_percent": steal_percent(jiffies),
-        "python_loop_us_before": loop_us,
+        **machine_figures(machine),
     }
 
 
@@ -345,8 +359,7 @@ def naive(res: Resources, raw: str, seconds: float) -> dict[str, Any]:
         "ON CONFLICT DO NOTHING"
     )
     inserted = 0
-    loop_us = python_loop_us()
-    jiffies = cpu_jiffies()
+    machine = machine_before()
     started = time.perf_counter()
     deadline = started + seconds
     with psycopg.connect(url, autocommit=True) as conn:
@@ -376,9 +389,7 @@ def naive(res: Resources, raw: str, seconds: float) -> dict[str, Any]:
         "seconds": round(elapsed, 1),
         "rows": inserted,
         "readings_per_s": round(inserted / elapsed),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "cpu_steal_percent": steal_percent(jiffies),
-        "python_loop_us_before": loop_us,
+        **machine_figures(machine),
     }
 
 
