@@ -29,7 +29,6 @@ import json
 import multiprocessing
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from schemas.migrate import migrate
 from schemas.settings import Settings
 from tests.integration.api_harness import create_database, drop_database
 from tests.integration.kafka_tools import delete_topics
+from tests.ports import free_port
 
 REPORT = Path(__file__).with_name("reports") / "api.json"
 
@@ -190,12 +190,6 @@ def run_load(
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve_api(
     env: dict[str, str], workers: int, log: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -203,7 +197,7 @@ def serve_api(
 
     Its output goes to ``log`` if given (warnings and errors only), else nowhere.
     """
-    port = _free_port()
+    port = free_port()
     out = log.open("ab") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -56,18 +55,12 @@ from connectors.opcua_connection import POLL_OVERRUNS
 from connectors.opcua_handoff import BUFFER_FULL
 from schemas.models import Reading
 from schemas.sources.opcua import OpcuaSourceConfig
+from tests.ports import free_port
 
 REPORT = Path(__file__).parent / "reports" / "opcua.json"
 SERVER = Path(__file__).parents[1] / "integration" / "opcua_server.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ITEMS = 10_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,16 +26,10 @@ import pytest
 from connectors.opcua import OpcuaPartition, OpcuaSource
 from schemas.models import Reading
 from schemas.sources.opcua import OpcuaSourceConfig
+from tests.ports import free_port
 
 SERVER_SCRIPT = Path(__file__).parent / "opcua_server.py"
 START_TIMEOUT_S = 90.0  # asyncua loads its address space in 1-3 s; far more on a busy machine
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class OpcuaTestServer:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from fastapi.testclient import TestClient
 from api.db import Database, DatabaseSetupError
 from api.main import create_app
 from tests.integration.api_harness import World, api_settings
+from tests.ports import free_port
 
 pytest_plugins = ["tests.integration.api_harness"]
 pytestmark = [pytest.mark.timescale, pytest.mark.kafka]
@@ -67,14 +67,8 @@ def test_start_refuses_a_database_user_that_cannot_become_the_api_role(api_world
         db.prepare()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_served_by_uvicorn(api_world: World, kafka_bootstrap: str, api_db: psycopg.Connection):
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "STREAMFORGE_DATABASE_URL": api_world.url,

@@ -65,7 +65,7 @@ from tests.integration.e2e_tools import (
     wait_until,
 )
 from tests.integration.kafka_tools import consume_all, delete_topics, kcat_read
-from tests.integration.mqtt_broker import free_port
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timescale]
 

@@ -24,10 +24,10 @@ from tests.integration.mqtt_broker import (
     Mosquitto,
     Publisher,
     TlsFiles,
-    free_port,
     make_tls_files,
     password_file,
 )
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(30)]
 
