@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,21 @@ RETRY = re.compile(r"^worker \d+:\terror connecting to worker \d+: .*; retrying$
 """Bytewax's networking prints this on stdout while the other process is not up yet."""
 
 
-def start_flows(tmp_path: Path, processes: int) -> list[tuple[subprocess.Popen[bytes], Path]]:
-    """The default job as ``processes`` processes, stdout to a file each."""
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_flows(
+    tmp_path: Path, processes: int, sigint: Callable[[], None] = default_sigint
+) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    """The default job as ``processes`` processes, stdout to a file each.
+
+    ``sigint`` sets the SIGINT disposition they start with.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
     started = []
@@ -42,6 +56,10 @@ def start_flows(tmp_path: Path, processes: int) -> list[tuple[subprocess.Popen[b
                 stdout=stdout,
                 stderr=subprocess.PIPE,
                 env=env,
+                # As from a terminal: a test run started in the background
+                # (CI) has SIGINT ignored, the children would inherit that,
+                # and the flow leaves an ignored SIGINT ignored.
+                preexec_fn=sigint,
             )
         started.append((proc, out))
     return started
@@ -92,3 +110,22 @@ def test_a_signal_stops_the_flow_with_one_log_line(
         assert printed.endswith("\n"), "the stdout sink's last line was cut off"
         lines = [line for line in printed.splitlines() if not RETRY.match(line)]
         assert lines and all(LINE.match(line) for line in lines), lines[-3:]
+
+
+def test_an_ignored_sigint_stays_ignored(tmp_path: Path) -> None:
+    """Started with SIGINT ignored (``nohup``, a script's background job), Ctrl-C
+    does not stop the flow; SIGTERM still does."""
+    [(proc, _out)] = started = start_flows(tmp_path, 1, sigint=ignore_sigint)
+    try:
+        wait_for_output(started)
+        proc.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=2)
+        proc.send_signal(signal.SIGTERM)
+        stderr = proc.communicate(timeout=20)[1].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert json.loads(stderr.strip().splitlines()[-1])["signal"] == "SIGTERM"
