@@ -75,6 +75,14 @@ def wait_for_output(started: list[tuple[subprocess.Popen[bytes], Path]]) -> None
         time.sleep(0.1)
 
 
+def kill_leftovers(started: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
+    """SIGKILL whatever a failed test left running."""
+    for proc, _ in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize(
     ("signum", "processes"),
     [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)],
@@ -90,10 +98,7 @@ def test_a_signal_stops_the_flow_with_one_log_line(
             proc.send_signal(signum)
         results = [(proc.communicate(timeout=20)[1].decode(), out) for proc, out in started]
     finally:
-        for proc, _ in started:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        kill_leftovers(started)
 
     for (proc, _), (stderr, out) in zip(started, results, strict=True):
         assert proc.returncode == 128 + signum, stderr[-2000:]
@@ -124,8 +129,6 @@ def test_an_ignored_sigint_stays_ignored(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         stderr = proc.communicate(timeout=20)[1].decode()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_leftovers(started)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert json.loads(stderr.strip().splitlines()[-1])["signal"] == "SIGTERM"
