@@ -35,10 +35,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy flows connectors api schemas
+	$(VENV)/bin/lint-imports
 
 # Regenerate schemas/json after changing a model.
 schemas: install
-	$(PY) -m schemas.jsonschema
+	$(PY) -m flows.jsonschema
 
 # The main job on its built-in default: a simulated plant, printed to stdout.
 demo: install

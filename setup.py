@@ -23,26 +23,25 @@ COMPILED = [
     "flows/alarms.py",
     "flows/alarm_lifecycle.py",
     "flows/events.py",
-    "flows/outputs.py",
     "flows/ingest.py",
     "flows/decode.py",
     "flows/classify.py",
-    "connectors/simulator_plant.py",
-    "connectors/simulator_model.py",
-    "connectors/simulator_devices.py",
-    "connectors/kafka_producer.py",
-    "connectors/kafka_sink.py",
-    "connectors/kafka_source.py",
-    "connectors/timescale_writer.py",
-    "connectors/timescale_rows.py",
-    "connectors/timescale.py",
+    "connectors/simulator/plant.py",
+    "connectors/simulator/model.py",
+    "connectors/simulator/devices.py",
+    "connectors/kafka/producer.py",
+    "connectors/kafka/sink.py",
+    "connectors/kafka/source.py",
+    "connectors/timescale/writer.py",
+    "connectors/timescale/rows.py",
+    "connectors/timescale/sink.py",
     "schemas/record_fields.py",
 ]
 
 
 def compiled_extensions() -> list[Extension]:
     """The Cython extensions to build, or none when pure Python is wanted or forced."""
-    # (the rule of flows.pure_python.pure_python_requested, not imported: this
+    # (the rule of connectors.runtime.compiled.pure_python_requested, not imported: this
     # runs before the package can be imported)
     if os.environ.get("STREAMFORGE_PURE_PYTHON", "") not in ("", "0"):
         return []

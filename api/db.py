@@ -28,8 +28,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from flows.logs import get_logger
-from schemas.migrate import migrate
+from connectors.runtime.logs import get_logger
+from connectors.timescale.migrate import migrate
 
 log = get_logger("api.db")
 

@@ -51,7 +51,7 @@ import psycopg
 import yaml
 from psycopg.rows import dict_row
 
-from flows.logs import get_logger
+from connectors.runtime.logs import get_logger
 
 log = get_logger("api.flows")
 

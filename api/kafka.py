@@ -25,11 +25,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from connectors.kafka_admin import admin_client, ensure_topics
-from connectors.kafka_producer import LIBRDKAFKA_LOG
-from flows.logs import get_logger
-from flows.metrics import counter
-from schemas.sink_kafka import TopicSpec
+from connectors.kafka.admin import admin_client, ensure_topics
+from connectors.kafka.producer import LIBRDKAFKA_LOG
+from connectors.kafka.sink_config import TopicSpec
+from connectors.runtime.logs import get_logger
+from connectors.runtime.metrics import counter
 
 log = get_logger("api.kafka")
 PRODUCED = counter("streamforge_api_kafka_produced_total", "Messages the API produced, by topic")

@@ -20,7 +20,7 @@ import sys
 import psycopg
 
 from api.auth import ROLES, hash_api_key, key_id, new_api_key
-from schemas.migrate import migrate
+from connectors.timescale.migrate import migrate
 from schemas.settings import Settings
 
 

@@ -33,8 +33,9 @@ from api.flows import FlowSupervisor
 from api.kafka import AsyncProducer
 from api.routers import alarms, devices, events, flows, ingest, keys, ops, readings
 from api.settings import ApiSettings
-from flows.logs import get_logger
-from schemas.config import ConfigError, DecodeConfig, load_pipeline_config
+from connectors.runtime.logs import get_logger
+from flows.config import load_pipeline_config
+from schemas.config import ConfigError, DecodeConfig
 
 log = get_logger("api.main")
 

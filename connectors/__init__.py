@@ -1,5 +1,11 @@
-"""StreamForge connectors."""
+"""StreamForge connectors: one folder per connected system, each with its sources or sinks.
 
-from flows.pure_python import install_if_requested
+Each folder holds the connector's code, its config model (``config.py``), a
+``README.md`` documenting every option and a runnable ``sample.yaml``.
+:mod:`connectors.runtime` is what they all build on (logging, metrics, the
+output items, the registry through which the flow finds them).
+"""
 
-install_if_requested()  # STREAMFORGE_PURE_PYTHON=1: no compiled modules (see flows.pure_python)
+from connectors.runtime.compiled import install_if_requested
+
+install_if_requested()  # STREAMFORGE_PURE_PYTHON=1: no compiled modules (see .runtime.compiled)

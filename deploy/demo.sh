@@ -17,7 +17,7 @@ BASE_PORT=${STREAMFORGE_DEMO_PORT:-2101}
 echo "== starting services"
 bash deploy/services.sh up >/dev/null
 echo "== applying database migrations"
-"$PY" -m schemas.migrate --database-url "$DB_URL"
+"$PY" -m connectors.timescale.migrate --database-url "$DB_URL"
 API_PORT=${STREAMFORGE_DEMO_API_PORT:-8000}
 KEY=$("$PY" -m api.keys create --tenant default --role admin --name "demo-$(date +%s)" 2>/dev/null | head -1)
 
@@ -27,7 +27,7 @@ cat <<INFO
    See the data while it runs (in another terminal):
      psql $DB_URL -c "SELECT device, metric, tier, window_start, count, round(mean::numeric, 2) AS mean FROM rollups ORDER BY window_start DESC LIMIT 10"
      kcat -b $KAFKA -C -t streamforge.alarms -o beginning -f '%k %s\n'
-     $PY -m connectors.alerts --from-beginning
+     $PY -m connectors.kafka.alerts --from-beginning
      curl -H 'X-API-Key: $KEY' 'http://127.0.0.1:$API_PORT/alarms?state=active'
      curl -H 'X-API-Key: $KEY' 'http://127.0.0.1:$API_PORT/devices'
    (REST API on http://127.0.0.1:$API_PORT, docs at /docs; that key is an admin key of tenant "default")

@@ -23,10 +23,11 @@ start=$(date +%s)
 bash deploy/services.sh up
 echo "== services up in $(( $(date +%s) - start )) s"
 
-echo "== lint (ruff, mypy)"
+echo "== lint (ruff, mypy, import layers)"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 "$VENV/bin/mypy" flows connectors api schemas
+"$VENV/bin/lint-imports"
 
 echo "== tests"
 "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

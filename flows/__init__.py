@@ -1,5 +1,5 @@
-"""StreamForge flows."""
+"""StreamForge flows: the dataflow wiring and the per-series analytics."""
 
-from flows.pure_python import install_if_requested
+from connectors.runtime.compiled import install_if_requested
 
-install_if_requested()  # STREAMFORGE_PURE_PYTHON=1: no compiled modules (see flows.pure_python)
+install_if_requested()  # STREAMFORGE_PURE_PYTHON=1: no compiled modules

@@ -69,7 +69,9 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 # pydantic needs typing_extensions.TypedDict before Python 3.12.
 from typing_extensions import TypedDict
 
-from flows.decode_reasons import (
+from connectors.runtime.logs import get_logger
+from schemas.config import DecodeConfig
+from schemas.decode_reasons import (
     describe_errors,
     item_text,
     json_reason,
@@ -79,8 +81,6 @@ from flows.decode_reasons import (
     payload_text,
     short,
 )
-from flows.logs import get_logger
-from schemas.config import DecodeConfig
 from schemas.models import DeadLetter, Name, Quality, RawMessage, Reading, Value
 
 __all__ = ["decode_many", "decode_payload"]

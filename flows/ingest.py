@@ -23,8 +23,8 @@ series per batch, and outputs in chunks, one per kind per activation, since
 every item crossing an operator costs Bytewax ~1 µs. The partitioned sinks
 (Kafka, TimescaleDB) receive the chunks still keyed by the bucket that made
 them, ``(bucket, (kind, records))``, and write them on the worker that made
-them (:mod:`flows.routing`); other sinks receive ``(kind, records)`` chunks
-(:mod:`flows.outputs`); sinks passed to :func:`build_flow` by a caller get
+them (:mod:`connectors.runtime.routing`); other sinks receive ``(kind, records)`` chunks
+(:mod:`connectors.runtime.outputs`); sinks passed to :func:`build_flow` by a caller get
 plain ``(kind, record)`` pairs.
 """
 
@@ -43,17 +43,18 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 
+from connectors.runtime.compiled import compiled_modules
+from connectors.runtime.logs import configure_logging, get_logger
+from connectors.runtime.metrics import counter
+from connectors.runtime.outputs import Output, RoutedOutput, flatten_outputs
+from connectors.runtime.registry import build_sink, build_source
+from flows.config import PipelineConfig, load_pipeline_config
 from flows.decode import decode_payload
-from flows.logs import configure_logging, get_logger
-from flows.metrics import counter
-from flows.outputs import Output, RoutedOutput, flatten_outputs, make_sink
-from flows.pure_python import compiled_modules
 from flows.series import bucket_of, series_logic_builder
-from flows.sources import make_source
-from schemas.config import ConfigError, DecodeConfig, PipelineConfig, load_pipeline_config
+from schemas.config import ConfigError, DecodeConfig
+from schemas.kinds import ALL_OUTPUT_KINDS, OutputKind
 from schemas.models import Alarm, DeadLetter, RawMessage, Reading
 from schemas.settings import Settings
-from schemas.sinks import ALL_OUTPUT_KINDS, OutputKind
 
 log = get_logger("flows.ingest")
 
@@ -73,9 +74,9 @@ class Decoder:
 
     A batch of source items becomes one ``(bucket, [readings])`` item per
     bucket it touches plus one ``("dead_letter", ("dead_letter", [dead letters]))``
-    item (a routed output, :data:`flows.outputs.RoutedOutput`), so
+    item (a routed output, :data:`connectors.runtime.outputs.RoutedOutput`), so
     the keyed step downstream is handed a few chunks instead of one item
-    per reading (see :mod:`flows.outputs` on why chunks).
+    per reading (see :mod:`connectors.runtime.outputs` on why chunks).
     """
 
     def __init__(self, config: DecodeConfig, buckets: int) -> None:
@@ -115,7 +116,7 @@ class Decoder:
                 if dead:
                     rejected[item.source] = rejected.get(item.source, 0) + len(dead)
             elif type(item) is Alarm:
-                # An operator's action (connectors.alarm_actions): to its series' bucket.
+                # An operator's action (connectors.kafka.alarm_actions): to its series' bucket.
                 chunks[key(item)].append(item)
             elif type(item) is DeadLetter:
                 dead_letters.append(item)
@@ -173,14 +174,14 @@ def build_flow(
     ``TestingSource`` and ``TestingSink``, which gets ``(kind, record)``
     pairs; a ``FixedPartitionedSink`` gets routed outputs); by default they are built from
     ``config.sources`` (plus the operator actions topic when the config
-    follows it: :mod:`connectors.alarm_actions`) and ``config.sinks``.
+    follows it: :mod:`connectors.kafka.alarm_actions`) and ``config.sinks``.
     """
     settings = settings or Settings()
     flow = Dataflow(flow_id)
     if sources is None:
-        sources = [make_source(s, config, settings) for s in config.sources]
+        sources = [build_source(s, settings) for s in config.sources]
         if config.follows_operator_actions():
-            from connectors.alarm_actions import AlarmActionSource
+            from connectors.kafka.alarm_actions import AlarmActionSource
 
             sources.append(AlarmActionSource(config.operator_actions, settings))
     inputs = [op.input(f"in_{i}", flow, src) for i, src in enumerate(sources)]
@@ -193,7 +194,7 @@ def build_flow(
 
     processed = op.stateful_batch("series", keyed, series_logic_builder(config))
     # Keyed by the bucket that made them: a partitioned sink (Kafka, TimescaleDB)
-    # writes them on the worker that made them (flows.routing).
+    # writes them on the worker that made them (connectors.runtime.routing).
     routed: Stream[RoutedOutput] = op.merge("outputs", processed, dead)
     unkeyed: list[Stream[Output]] = []
 
@@ -213,7 +214,7 @@ def build_flow(
         order = sorted(range(len(config.sinks)), key=lambda i: config.sinks[i].type != "kafka")
         for i in order:
             sink_config = config.sinks[i]
-            sink = make_sink(sink_config, settings)
+            sink = build_sink(sink_config, settings)
             kinds = set(sink_config.kinds)
             if isinstance(sink, FixedPartitionedSink):
                 stream: Stream[Any] = routed

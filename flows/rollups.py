@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from flows.metrics import counter
+from connectors.runtime.metrics import counter
 from schemas.models import DeadLetter, Rollup, SourceKind
 
 LATE_READINGS = counter(

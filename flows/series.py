@@ -21,7 +21,7 @@ Input: chunks (lists) of readings of one bucket (the decode step groups a
 batch by bucket), and operators' alarm actions (:class:`schemas.models.Alarm`
 records from the API, applied to the alarm's tracker: see
 :mod:`flows.alarm_lifecycle`). Output: ``(kind, records)`` chunks, one per kind per
-activation (see :mod:`flows.outputs`).
+activation (see :mod:`connectors.runtime.outputs`).
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
+from connectors.runtime.metrics import counter
+from connectors.runtime.outputs import Output
 from flows.alarms import AnomalyAlarmTracker, DeviceAlarmTracker, ThresholdAlarmTracker
 from flows.anomaly import build_detector
 from flows.classify import Classifier, to_log_record
+from flows.config import PipelineConfig
 from flows.events import EventDetector
-from flows.metrics import counter
-from flows.outputs import Output
 from flows.rollups import RollupState
-from schemas.config import PipelineConfig
 from schemas.models import Alarm, AnomalyScore, Reading, Rollup, is_number
 
 OPERATOR_ACTIONS = counter(
@@ -249,7 +249,7 @@ class OutputChunks:
     """The outputs of one activation of the series step, one list per kind.
 
     :meth:`items` gives them as ``(kind, records)`` chunks (see
-    :mod:`flows.outputs`), in a fixed kind order; within a kind, records
+    :mod:`connectors.runtime.outputs`), in a fixed kind order; within a kind, records
     keep the order they were produced in, so a series' alarm transitions
     stay in sequence.
     """

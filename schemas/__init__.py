@@ -1,5 +1,1 @@
-"""StreamForge schemas."""
-
-from flows.pure_python import install_if_requested
-
-install_if_requested()  # STREAMFORGE_PURE_PYTHON=1: no compiled modules (see flows.pure_python)
+"""StreamForge schemas: records, config models of the steps, SQL (the bottom layer)."""

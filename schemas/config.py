@@ -1,57 +1,39 @@
-"""The pipeline configuration: what a flow reads, how it classifies and what it writes.
+"""The configuration models of the pipeline's steps: decode, classify, alarm, roll up, score.
 
-A flow is built from one validated :class:`PipelineConfig`. It is loaded from
-the YAML file named by ``STREAMFORGE_CONFIG`` (or the built-in default when
-unset), then environment variables override single fields with
-``STREAMFORGE_PIPELINE__<FIELD>__<SUBFIELD>=value`` (values are parsed as YAML,
-so ``STREAMFORGE_PIPELINE__ANOMALY__THRESHOLD=0.95`` is a float)::
+They are the parts of :class:`flows.config.PipelineConfig` that are not a
+source or a sink (each connector has its own config model in its folder).
+Every model forbids unknown fields, so a typo is an error, not a default:
 
-    from schemas.config import load_pipeline_config
-    config = load_pipeline_config()          # default: simulator -> stdout
-
-A wrong config raises :class:`ConfigError` with one message naming each bad
-field and the problem, and the flow does not start.
+>>> rule = ThresholdAlarmRule(name="hot", metric="temp*", levels={"major": 90})
+>>> rule.direction, rule.clear_at
+('above', None)
+>>> ClassificationRule(metric="door", kind="event", colour="red")
+Traceback (most recent call last):
+    ...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for ClassificationRule
+colour
+  Extra inputs are not permitted [type=extra_forbidden, input_value='red', input_type=str]
 """
 
 from __future__ import annotations
 
 import fnmatch
 import itertools
-import os
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.durations import parse_duration
 from schemas.models import RecordKind, Severity
-from schemas.sinks import SinkConfig, StdoutSinkConfig
-from schemas.sources.kafka import KafkaSourceConfig
-from schemas.sources.modbus import ModbusSourceConfig
-from schemas.sources.mqtt import MqttSourceConfig
-from schemas.sources.opcua import OpcuaSourceConfig
-from schemas.sources.simulator import SimulatorSourceConfig
-
-ENV_PREFIX = "STREAMFORGE_PIPELINE__"
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A config model that rejects unknown fields."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-SourceConfig = Annotated[
-    SimulatorSourceConfig
-    | MqttSourceConfig
-    | ModbusSourceConfig
-    | OpcuaSourceConfig
-    | KafkaSourceConfig,
-    Field(discriminator="type"),
-]
-
-
-class DecodeConfig(_Strict):
+class DecodeConfig(Strict):
     """Limits applied where payloads enter (see ``flows/decode.py``)."""
 
     max_payload_bytes: int = Field(
@@ -64,7 +46,7 @@ class DecodeConfig(_Strict):
     default_tenant: str = Field("default", min_length=1)
 
 
-class ClassificationRule(_Strict):
+class ClassificationRule(Strict):
     """Readings whose metric (and device) match these globs get ``kind``.
 
     Rules are tried in order; the first match wins. Readings no rule matches
@@ -80,7 +62,7 @@ class ClassificationRule(_Strict):
         return fnmatch.fnmatchcase(metric, self.metric) and fnmatch.fnmatchcase(device, self.device)
 
 
-def _default_classification() -> list[ClassificationRule]:
+def default_classification() -> list[ClassificationRule]:
     return [
         ClassificationRule(metric="log.*", kind="log"),
         ClassificationRule(metric="alarm.*", kind="alarm"),
@@ -88,7 +70,7 @@ def _default_classification() -> list[ClassificationRule]:
     ]
 
 
-class ThresholdAlarmRule(_Strict):
+class ThresholdAlarmRule(Strict):
     """A threshold alarm with severity levels, hysteresis and a minimum duration.
 
     ``direction: above`` raises when the value reaches a level's threshold
@@ -140,7 +122,7 @@ class ThresholdAlarmRule(_Strict):
         return fnmatch.fnmatchcase(metric, self.metric) and fnmatch.fnmatchcase(device, self.device)
 
 
-def _default_alarm_rules() -> list[ThresholdAlarmRule]:
+def default_alarm_rules() -> list[ThresholdAlarmRule]:
     # Matches the simulator's temperature metric so the default flow shows alarms.
     return [
         ThresholdAlarmRule(
@@ -153,7 +135,7 @@ def _default_alarm_rules() -> list[ThresholdAlarmRule]:
     ]
 
 
-class RollupConfig(_Strict):
+class RollupConfig(Strict):
     """Event-time rollups of telemetry (see ``flows/rollups.py``).
 
     Windows are tumbling and aligned to the Unix epoch. Each coarser window
@@ -197,7 +179,7 @@ class RollupConfig(_Strict):
         return sorted(((w, parse_duration(w)) for w in self.windows), key=lambda t: t[1])
 
 
-class DetectorConfig(_Strict):
+class DetectorConfig(Strict):
     """Which online anomaly detector scores telemetry (see ``flows/anomaly.py``).
 
     ``type: default`` is StreamForge's own cheap robust detector; the others
@@ -209,7 +191,7 @@ class DetectorConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class AnomalyConfig(_Strict):
+class AnomalyConfig(Strict):
     """Online anomaly detection of telemetry and the anomaly alarms it raises.
 
     An anomaly alarm is raised when ``hold`` consecutive scores are at least
@@ -248,7 +230,7 @@ class AnomalyConfig(_Strict):
         return self
 
 
-class OperatorActionsConfig(_Strict):
+class OperatorActionsConfig(Strict):
     """Operators' alarm acknowledgements and manual clears, followed by the flow.
 
     The API stores an operator's action as the alarm's next transition
@@ -269,69 +251,6 @@ class OperatorActionsConfig(_Strict):
     )
 
 
-def _default_sources() -> list[SourceConfig]:
-    return [SimulatorSourceConfig()]
-
-
-def _default_sinks() -> list[SinkConfig]:
-    return [StdoutSinkConfig()]
-
-
-class PipelineConfig(_Strict):
-    """Everything one flow does, from sources to sinks. Defaults run anywhere."""
-
-    tenant: str = Field("default", min_length=1, description="tenant of readings without one")
-    sources: list[SourceConfig] = Field(default_factory=_default_sources, min_length=1)
-    decode: DecodeConfig = Field(default_factory=DecodeConfig)
-    classification: list[ClassificationRule] = Field(default_factory=_default_classification)
-    alarms: list[ThresholdAlarmRule] = Field(default_factory=_default_alarm_rules)
-    rollups: RollupConfig = Field(default_factory=RollupConfig)
-    anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
-    operator_actions: OperatorActionsConfig = Field(default_factory=OperatorActionsConfig)
-    sinks: list[SinkConfig] = Field(default_factory=_default_sinks, min_length=1)
-    series_buckets: int = Field(
-        64,
-        ge=1,
-        le=65536,
-        description="keys of the per-series step; series are spread over workers by bucket. "
-        "Changing it breaks resuming from an existing recovery store.",
-    )
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> PipelineConfig:
-        for what, names in (
-            ("sources", [s.name for s in self.sources]),
-            ("alarms", [a.name for a in self.alarms]),
-        ):
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"{what}: duplicate names {dupes}")
-        if self.operator_actions.enabled is True and self.finite():
-            raise ValueError(
-                "operator_actions.enabled: true needs a source that runs continuously "
-                "(the actions topic never ends, so the flow would not either)"
-            )
-        return self
-
-    def finite(self) -> bool:
-        """Whether every source ends by itself (a replay, a test, a benchmark)."""
-        return all(
-            (s.type == "kafka" and s.stop_at_end) or (s.type == "simulator" and s.limit is not None)
-            for s in self.sources
-        )
-
-    def follows_operator_actions(self) -> bool:
-        """Whether the flow reads operators' alarm actions (``operator_actions.enabled``).
-
-        ``auto``: when the flow has a Kafka sink and runs continuously (the
-        actions topic never ends, so a finite flow following it would not).
-        """
-        enabled = self.operator_actions.enabled
-        if enabled == "auto":
-            return any(s.type == "kafka" for s in self.sinks) and not self.finite()
-        return bool(enabled)
-
-
 class ConfigError(ValueError):
     """A pipeline config that cannot be used; the message names fields and problems."""
 
@@ -343,69 +262,3 @@ def format_validation_error(error: ValidationError, origin: str) -> str:
         path = ".".join(str(p) for p in item["loc"]) or "(top level)"
         problems.append(f"{path}: {item['msg']}")
     return f"invalid pipeline config {origin}: " + "; ".join(problems)
-
-
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    """Nested dict from ``STREAMFORGE_PIPELINE__A__B=value`` variables (values parsed as YAML)."""
-    result: dict[str, Any] = {}
-    for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
-        if not path:
-            continue
-        node = result
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw)
-    return result
-
-
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_pipeline_config(
-    path: str | Path | None = None, env: Mapping[str, str] | None = None
-) -> PipelineConfig:
-    """Load and validate the pipeline config.
-
-    ``path`` defaults to ``$STREAMFORGE_CONFIG``; with neither, the built-in
-    default (simulator -> stdout). ``STREAMFORGE_PIPELINE__...`` variables in
-    ``env`` (default ``os.environ``) override fields. Raises :class:`ConfigError`.
-    """
-    env = os.environ if env is None else env
-    path = path or env.get("STREAMFORGE_CONFIG") or None
-    data: dict[str, Any] = {}
-    origin = "(built-in default)"
-    if path is not None:
-        origin = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read pipeline config {origin}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            where = getattr(exc, "problem_mark", None)
-            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-            problem = getattr(exc, "problem", None) or "syntax error"
-            raise ConfigError(
-                f"pipeline config {origin} is not valid YAML{at}: {problem}"
-            ) from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"pipeline config {origin} must be a YAML mapping at the top level")
-        data = loaded
-    overrides = _env_overrides(env)
-    if overrides:
-        data = _merge(data, overrides)
-    try:
-        return PipelineConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, origin)) from None

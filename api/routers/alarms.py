@@ -220,7 +220,7 @@ async def _apply(state: State, tenant: str, alarm_id: str, action: str, by: str,
             message = [(f"{alarm.tenant}/{alarm.device}".encode(), to_json(alarm), headers)]
             # Inside the transaction: a transition Kafka did not take is rolled back.
             # Alert consumers read the alarms topic; flows follow the actions topic
-            # (connectors.alarm_actions), so their next transition comes after this one.
+            # (connectors.kafka.alarm_actions), so their next transition comes after this one.
             await asyncio.gather(
                 state.producer.send(state.settings.alarms_topic, message),
                 state.producer.send(state.settings.alarm_actions_topic, message),

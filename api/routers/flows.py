@@ -26,7 +26,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from api.deps import Admin, TenantDB, Viewer
 from api.params import storable_json
-from schemas.config import PipelineConfig, format_validation_error
+from flows.config import PipelineConfig
+from schemas.config import format_validation_error
 
 router = APIRouter(tags=["flows"])
 

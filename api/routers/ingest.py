@@ -38,8 +38,8 @@ from api.auth import Principal
 from api.deps import AppState, app_state, authenticate_headers, request_caller
 from api.kafka import Headers, KafkaUnavailableError, Message3
 from api.models import IngestRejected, IngestResult
+from connectors.runtime.metrics import counter
 from flows.decode import decode_payload
-from flows.metrics import counter
 from schemas.models import SCHEMA_VERSION, DeadLetter, RawMessage, Reading, to_json
 
 router = APIRouter(tags=["ingest"])

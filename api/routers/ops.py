@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api.deps import State
 from api.models import Health
-from flows.metrics import render
+from connectors.runtime.metrics import render
 
 router = APIRouter(tags=["operations"])
 

@@ -40,11 +40,11 @@ import httpx
 import psycopg
 
 from api.keys import create_key
-from schemas.migrate import migrate
+from connectors.timescale.migrate import migrate
 from schemas.settings import Settings
 from tests.integration.api_harness import create_database, drop_database
-from tests.integration.kafka_tools import delete_topics
 from tests.ports import free_port
+from tests.support.kafka_tools import delete_topics
 
 REPORT = Path(__file__).with_name("reports") / "api.json"
 

@@ -68,7 +68,7 @@ import httpx
 import psycopg
 
 from api.keys import create_key
-from schemas.migrate import migrate
+from connectors.timescale.migrate import migrate
 from schemas.settings import Settings
 from tests.bench.bench_api import serve_api
 

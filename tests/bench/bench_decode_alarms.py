@@ -26,9 +26,10 @@ from typing import Any
 
 from flows.alarms import AnomalyAlarmTracker, DeviceAlarmTracker, ThresholdAlarmTracker
 from flows.classify import Classifier
+from flows.config import PipelineConfig
 from flows.decode import decode_many, decode_payload
 from flows.events import EventDetector
-from schemas.config import AnomalyConfig, DecodeConfig, PipelineConfig, ThresholdAlarmRule
+from schemas.config import AnomalyConfig, DecodeConfig, ThresholdAlarmRule
 from schemas.models import RawMessage, Reading, adapter
 
 REPORT = Path(__file__).parent / "reports" / "decode_alarms.json"

@@ -24,7 +24,7 @@ case: figures taken on a shared 2-core machine swing by 2x with it.
    ``stop_at_end``. Readings/s = readings /
    wall time of the process (start-up included), and / time since its
    partitions were assigned. The output topics are created (by
-   :mod:`connectors.kafka_admin`) before the flow starts, as a deployment
+   :mod:`connectors.kafka.admin`) before the flow starts, as a deployment
    has them. Every row and telemetry message is counted. The 2-process run
    (``-i 0|1 -a "host:p1;host:p2"``, one process per core) is the same
    pipeline; the goals compare the faster of the two. Each case records
@@ -75,16 +75,16 @@ from typing import Any
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from connectors.kafka_admin import admin_client, ensure_topics
-from connectors.simulator import PlantSimulator
-from connectors.timescale_rows import READINGS, reading_row
+from connectors.kafka.admin import admin_client, ensure_topics
+from connectors.kafka.sink_config import KafkaSinkConfig
+from connectors.simulator.config import SimulatorSourceConfig
+from connectors.simulator.source import PlantSimulator
+from connectors.timescale.migrate import migrate
+from connectors.timescale.rows import READINGS, reading_row
 from flows.decode import decode_payload
 from schemas.config import DecodeConfig
-from schemas.migrate import migrate
 from schemas.models import RawMessage, is_number, to_dict
 from schemas.settings import Settings
-from schemas.sink_kafka import KafkaSinkConfig
-from schemas.sources.simulator import SimulatorSourceConfig
 from tests.bench.e2e_latency import WORK, Resources, kafka_hop, latency
 from tests.integration.e2e_tools import (
     FlowProcess,

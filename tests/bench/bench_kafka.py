@@ -11,15 +11,15 @@ Sink, records/s (telemetry readings, 1,000 series, through a Bytewax
 includes the final flush, i.e. until Kafka acknowledged everything):
 
 - ``serialise_only``: ``to_json`` + key of every record, no Kafka: the ceiling.
-- ``snapshot_flush``: :class:`connectors.kafka_sink.KafkaOutputSink`
+- ``snapshot_flush``: :class:`connectors.kafka.sink.KafkaOutputSink`
   (FixedPartitionedSink, flush in ``snapshot()`` at epoch ends).
-- ``batch_flush``: :class:`connectors.kafka_sink.KafkaBatchFlushSink`
+- ``batch_flush``: :class:`connectors.kafka.sink.KafkaBatchFlushSink`
   (DynamicSink, flush at the end of every ``write_batch``).
 - the two sinks again with small batches (``--small-batch``), as a lightly
   loaded flow hands them.
 
 Source, readings/s: ``--readings`` small JSON readings preloaded (one per
-message, 3 partitions) and read by :class:`connectors.kafka_source.KafkaRawSource`
+message, 3 partitions) and read by :class:`connectors.kafka.source.KafkaRawSource`
 with ``stop_at_end`` through Bytewax, into a counting sink (``source_only``)
 and through the decode step as well (``source_decode``).
 """
@@ -42,18 +42,18 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, run_main
 
-from connectors.kafka_admin import admin_client, ensure_topics
-from connectors.kafka_producer import message_key
-from connectors.kafka_sink import KafkaBatchFlushSink, KafkaOutputSink
-from connectors.kafka_source import KafkaRawSource, produce_raw
+from connectors.kafka.admin import admin_client, ensure_topics
+from connectors.kafka.producer import message_key
+from connectors.kafka.sink import KafkaBatchFlushSink, KafkaOutputSink
+from connectors.kafka.sink_config import KafkaSinkConfig, TopicSpec
+from connectors.kafka.source import KafkaRawSource
+from connectors.kafka.source_config import KafkaSourceConfig
 from flows.ingest import Decoder
 from schemas.config import DecodeConfig
 from schemas.kinds import ALL_OUTPUT_KINDS
 from schemas.models import Reading, to_json
 from schemas.settings import Settings
-from schemas.sink_kafka import KafkaSinkConfig, TopicSpec
-from schemas.sources.kafka import KafkaSourceConfig
-from tests.integration.kafka_tools import consume_all, delete_topics
+from tests.support.kafka_tools import consume_all, delete_topics, produce_raw
 
 REPORT = Path(__file__).with_name("reports") / "kafka.json"
 

@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.bench.bench_modbus            # ~80 s
     .venv/bin/python -m tests.bench.bench_modbus --quick    # ~25 s, shorter phases
 
-One pymodbus server process (``connectors.modbus_sim``) serves every device
+One pymodbus server process (``tests.support.modbus_server``) serves every device
 as its own unit id on one port; this process runs a single Bytewax worker
 whose ModbusSource has one partition (connection, thread) per device. Each
 device has 50 tags (40 holding registers of mixed types, 5 input registers,
@@ -38,10 +38,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
-from connectors.modbus import ModbusSource
-from connectors.modbus_sim import SimulatedServer, free_port, image_for
+from connectors.modbus.config import ModbusSourceConfig
+from connectors.modbus.source import ModbusSource
 from schemas.models import Reading
-from schemas.sources.modbus import ModbusSourceConfig
+from tests.support.modbus_server import SimulatedServer, free_port, image_for
 
 REPORT = Path(__file__).parent / "reports" / "modbus.json"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

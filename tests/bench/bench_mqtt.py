@@ -40,13 +40,13 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
-from connectors.mqtt import MqttSource
-from connectors.mqtt_client import build_client, connect_arguments, parse_broker_url
+from connectors.mqtt.client import build_client, connect_arguments, parse_broker_url
+from connectors.mqtt.config import MqttSourceConfig
+from connectors.mqtt.source import MqttSource
 from flows.decode import decode_many
 from schemas.config import DecodeConfig
 from schemas.models import RawMessage, Reading
-from schemas.sources.mqtt import MqttSourceConfig
-from tests.integration.mqtt_broker import Mosquitto
+from tests.support.mqtt_broker import Mosquitto
 
 REPORT = Path(__file__).parent / "reports" / "mqtt.json"
 TS = "2026-01-01T00:00:00Z"

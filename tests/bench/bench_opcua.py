@@ -4,7 +4,7 @@
     .venv/bin/python -m tests.bench.bench_opcua --quick     # shorter window
     .venv/bin/python -m tests.bench.bench_opcua --polling   # also the polling phase (+~1 min)
 
-Two asyncua server processes (``tests/integration/opcua_server.py``) serve
+Two asyncua server processes (``tests/support/opcua_server.py``) serve
 5,000 Double variables each and write all of them every second (``--servers
 1`` puts all 10,000 on one); this process runs one Bytewax worker whose
 OpcuaSource has one endpoint per server (one partition and one asyncua
@@ -50,11 +50,11 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
-from connectors.opcua import OpcuaPartition, OpcuaSource
-from connectors.opcua_connection import POLL_OVERRUNS
-from connectors.opcua_handoff import BUFFER_FULL
+from connectors.opcua.config import OpcuaSourceConfig
+from connectors.opcua.connection import POLL_OVERRUNS
+from connectors.opcua.handoff import BUFFER_FULL
+from connectors.opcua.source import OpcuaPartition, OpcuaSource
 from schemas.models import Reading
-from schemas.sources.opcua import OpcuaSourceConfig
 from tests.ports import free_port
 
 REPORT = Path(__file__).parent / "reports" / "opcua.json"

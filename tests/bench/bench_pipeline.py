@@ -37,11 +37,11 @@ def run_case(keys: int, steps: int) -> dict[str, Any]:
     """Run one case in this process and return its figures."""
     from bytewax.testing import run_main
 
+    from connectors.runtime.metrics import counter
+    from connectors.simulator.config import SimulatorSourceConfig
+    from connectors.stdout.config import NullSinkConfig
+    from flows.config import PipelineConfig
     from flows.ingest import build_flow, tune_gc
-    from flows.metrics import counter
-    from schemas.config import PipelineConfig
-    from schemas.sinks import NullSinkConfig
-    from schemas.sources.simulator import SimulatorSourceConfig
 
     devices = max(1, keys // METRICS_PER_DEVICE)
     readings = devices * METRICS_PER_DEVICE * steps
@@ -96,10 +96,10 @@ def measure_state(series: int = 1000, steps: int = 600) -> dict[str, Any]:
     import pickle
     import tracemalloc
 
-    from connectors.simulator import SimulatorPartition
+    from connectors.simulator.config import SimulatorSourceConfig
+    from connectors.simulator.source import SimulatorPartition
+    from flows.config import PipelineConfig
     from flows.series import OutputChunks, SeriesProcessor
-    from schemas.config import PipelineConfig
-    from schemas.sources.simulator import SimulatorSourceConfig
 
     devices = max(1, series // METRICS_PER_DEVICE)
     sim = SimulatorSourceConfig(
@@ -171,9 +171,9 @@ def main() -> None:
         return
     if args.one:
         result = run_case(args.keys[0], args.steps)
-        import flows.pure_python
+        import connectors.runtime.compiled
 
-        result["compiled_modules"] = flows.pure_python.compiled_modules()
+        result["compiled_modules"] = connectors.runtime.compiled.compiled_modules()
         print(json.dumps(result))
         return
     cases = args.keys or [100, 10_000, 100_000]

@@ -25,9 +25,9 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
-from connectors.simulator import PlantSimulator, SimulatorSource
+from connectors.simulator.config import SimulatorSourceConfig
+from connectors.simulator.source import PlantSimulator, SimulatorSource
 from schemas.models import Reading
-from schemas.sources.simulator import SimulatorSourceConfig
 
 REPORT = Path(__file__).parent / "reports" / "simulator.json"
 START = datetime(2026, 1, 1, tzinfo=UTC)

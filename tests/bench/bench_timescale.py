@@ -10,7 +10,7 @@ writes ``tests/bench/reports/timescale.json``. Rows per second, best of
 
 - ``copy_plain``: binary COPY straight into the ``readings`` hypertable, no
   duplicate handling: the ceiling.
-- ``sink_direct``: :class:`connectors.timescale.TimescaleSink`'s partition,
+- ``sink_direct``: :class:`connectors.timescale.sink.TimescaleSink`'s partition,
   ``write_batch`` of ``(kind, record)`` pairs, default config (COPY straight
   in; staging only if a key exists): what the flow gets.
 - ``sink_staging``: the same with ``direct_copy: false``, i.e. every batch
@@ -36,12 +36,12 @@ from typing import Any
 
 import psycopg
 
-from connectors.timescale import TimescaleSink
-from connectors.timescale_rows import READINGS, reading_row
-from schemas.migrate import migrate
+from connectors.timescale.config import TimescaleSinkConfig
+from connectors.timescale.migrate import migrate
+from connectors.timescale.rows import READINGS, reading_row
+from connectors.timescale.sink import TimescaleSink
 from schemas.models import Reading
 from schemas.settings import Settings
-from schemas.sink_timescale import TimescaleSinkConfig
 
 REPORT = Path(__file__).with_name("reports") / "timescale.json"
 

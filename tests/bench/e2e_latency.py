@@ -28,11 +28,11 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from connectors.kafka_admin import admin_client, ensure_topics
-from connectors.simulator import PlantSimulator
+from connectors.kafka.admin import admin_client, ensure_topics
+from connectors.kafka.sink_config import TopicSpec
+from connectors.simulator.config import SimulatorSourceConfig
+from connectors.simulator.source import PlantSimulator
 from schemas.settings import Settings
-from schemas.sink_kafka import TopicSpec
-from schemas.sources.simulator import SimulatorSourceConfig
 from tests.integration.e2e_tools import (
     REPO,
     FlowProcess,
@@ -43,7 +43,7 @@ from tests.integration.e2e_tools import (
     replay_start,
     unique,
 )
-from tests.integration.kafka_tools import delete_topics
+from tests.support.kafka_tools import delete_topics
 
 WORK = Path("/tmp") / "streamforge-bench-e2e"
 

@@ -7,7 +7,7 @@ Synthetic series (``make_series``) put one known anomaly (``spike``,
 ``level_shift``, ``drift``, ``stuck``) or none (``clean``) on top of a base
 behaviour: white noise, AR(1) noise, a daily shape, an on/off machine
 (regimes ~0 and ~50 kW), heavy-tailed noise, a quantised sensor. When
-:mod:`connectors.simulator_plant` is importable, the plant simulator's own
+:mod:`connectors.simulator.plant` is importable, the plant simulator's own
 ground truth is scored too (its machine starts/stops and overheats are normal
 excursions, not counted as false positives).
 
@@ -141,8 +141,8 @@ def make_series(base: str, kind: str, n: int, seed: int) -> Labelled:
 def simulator_series(steps: int) -> list[Labelled]:
     """The plant simulator's numeric series and ground truth, if the simulator exists."""
     try:
-        from connectors.simulator_plant import PlantSimulator
-        from schemas.sources.simulator import SimulatorSourceConfig
+        from connectors.simulator.config import SimulatorSourceConfig
+        from connectors.simulator.plant import PlantSimulator
     except ImportError:
         return []
     from datetime import UTC, datetime

@@ -30,10 +30,10 @@ from confluent_kafka.admin import AdminClient
 from api.keys import create_key
 from api.main import create_app
 from api.settings import ApiSettings
-from connectors.timescale_rows import SPEC_BY_TYPE
-from connectors.timescale_writer import TimescaleWriter
+from connectors.timescale.migrate import migrate
+from connectors.timescale.rows import SPEC_BY_TYPE
+from connectors.timescale.writer import TimescaleWriter
 from flows.alarm_lifecycle import AlarmLifecycle
-from schemas.migrate import migrate
 from schemas.models import Alarm, Event, Reading, Rollup
 
 if TYPE_CHECKING:  # imported lazily: benchmarks use this module without a TestClient

@@ -31,10 +31,10 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from connectors.simulator import PlantSimulator
+from connectors.kafka.sink_config import TOPIC_SUFFIX
+from connectors.simulator.config import SimulatorSourceConfig
+from connectors.simulator.source import PlantSimulator
 from schemas.models import to_dict
-from schemas.sink_kafka import TOPIC_SUFFIX
-from schemas.sources.simulator import SimulatorSourceConfig
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = REPO / "deploy" / "services.sh"
@@ -229,7 +229,7 @@ class PacedProducer(threading.Thread):
     """Writes raw readings to a topic at about ``rate`` readings/s, as a live gateway would.
 
     One JSON object per message keyed ``tenant/device`` (like
-    :func:`connectors.kafka_source.produce_raw`), in the order given, so each
+    :func:`connectors.kafka.source.produce_raw`), in the order given, so each
     device's readings stay in order within one Kafka partition.
     """
 

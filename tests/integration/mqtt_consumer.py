@@ -31,11 +31,11 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.run import cli_main
 
-from connectors.mqtt import MqttPartition, MqttSource
+from connectors.mqtt.config import MqttSourceConfig
+from connectors.mqtt.source import MqttPartition, MqttSource
 from flows.decode import decode_many
 from schemas.config import DecodeConfig
 from schemas.models import Reading
-from schemas.sources.mqtt import MqttSourceConfig
 
 _SOURCE_THREADS: set[int] = set()
 """Worker threads that built an MQTT partition."""

@@ -4,7 +4,7 @@
 >>> server.start(); server.url                       # doctest: +SKIP
 'opc.tcp://127.0.0.1:40123/streamforge/test'
 
-The server runs ``tests/integration/opcua_server.py`` so it can be killed
+The server runs ``tests/support/opcua_server.py`` so it can be killed
 (SIGKILL), frozen (SIGSTOP) and started again on the same port.
 """
 
@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from connectors.opcua import OpcuaPartition, OpcuaSource
+from connectors.opcua.config import OpcuaSourceConfig
+from connectors.opcua.source import OpcuaPartition, OpcuaSource
 from schemas.models import Reading
-from schemas.sources.opcua import OpcuaSourceConfig
 from tests.ports import free_port
 
 SERVER_SCRIPT = Path(__file__).parent / "opcua_server.py"

@@ -1,4 +1,4 @@
-"""``python -m connectors.alerts`` against the real broker: printed lines and webhook POSTs."""
+"""``python -m connectors.kafka.alerts`` against the real broker: printed lines, webhook POSTs."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from connectors.alerts import WebhookError, post_with_retry
-from connectors.kafka_producer import KafkaRecordWriter
+from connectors.kafka.alerts import WebhookError, post_with_retry
+from connectors.kafka.producer import KafkaRecordWriter
+from connectors.kafka.sink_config import KafkaSinkConfig
 from schemas.models import Alarm
-from schemas.sink_kafka import KafkaSinkConfig
-from tests.integration.kafka_tools import alarm, delete_topics, unique
+from tests.support.kafka_tools import alarm, delete_topics, unique
 
 pytestmark = pytest.mark.kafka
 
@@ -41,7 +41,7 @@ def alarms_topic(kafka_bootstrap: str) -> Iterator[tuple[str, list[Alarm]]]:
 def follow(bootstrap: str, topic: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            sys.executable, "-m", "connectors.alerts", "--bootstrap", bootstrap,
+            sys.executable, "-m", "connectors.kafka.alerts", "--bootstrap", bootstrap,
             "--topic", topic, "--group", unique("sf-alerts-group"), "--from-beginning",
             "--max-messages", "3", *extra,
         ],

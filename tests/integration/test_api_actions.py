@@ -14,7 +14,7 @@ from flows.decode import decode_payload
 from schemas.config import DecodeConfig
 from schemas.models import Alarm, RawMessage, Reading, adapter
 from tests.integration.api_harness import World
-from tests.integration.kafka_tools import consume_all
+from tests.support.kafka_tools import consume_all
 
 pytest_plugins = ["tests.integration.api_harness"]
 pytestmark = [pytest.mark.timescale, pytest.mark.kafka]

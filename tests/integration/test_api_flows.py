@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.flows import FlowSupervisor
-from schemas.migrate import migrate
+from connectors.timescale.migrate import migrate
 from tests.integration.api_harness import World, create_database, drop_database
 
 pytest_plugins = ["tests.integration.api_harness"]

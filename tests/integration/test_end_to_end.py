@@ -35,14 +35,13 @@ import psycopg
 import pytest
 from bytewax.testing import TestingSink, run_main
 
-from connectors.kafka_admin import admin_client, ensure_topics
-from connectors.kafka_source import produce_raw
+from connectors.kafka.admin import admin_client, ensure_topics
+from connectors.kafka.sink_config import TopicSpec
+from connectors.runtime.registry import build_sink
+from flows.config import PipelineConfig
 from flows.ingest import build_flow
-from flows.outputs import make_sink
-from schemas.config import PipelineConfig
 from schemas.models import is_number
 from schemas.settings import Settings
-from schemas.sink_kafka import TopicSpec
 from tests.integration.e2e_tools import (
     TABLES,
     TIERS,
@@ -64,8 +63,8 @@ from tests.integration.e2e_tools import (
     unique,
     wait_until,
 )
-from tests.integration.kafka_tools import consume_all, delete_topics, kcat_read
 from tests.ports import free_port
+from tests.support.kafka_tools import consume_all, delete_topics, kcat_read, produce_raw
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timescale]
 
@@ -98,7 +97,7 @@ class Reference:
 
 
 def natural_key(kind: str, record: Any) -> tuple[Any, ...]:
-    """The key the tables de-duplicate a record by (see connectors/timescale_rows.py)."""
+    """The key the tables de-duplicate a record by (see connectors/timescale/rows.py)."""
     if kind == "alarm":
         return (record.id, record.seq)
     if kind == "rollup":
@@ -168,7 +167,7 @@ def reference(
         pipeline_config(run.raw_topic, run.url, run.prefix, stop_at_end=True)
     )
     outputs: list[Output] = []
-    sinks = [make_sink(s, settings) for s in config.sinks] + [TestingSink(outputs)]
+    sinks = [build_sink(s, settings) for s in config.sinks] + [TestingSink(outputs)]
     run_main(build_flow(config, settings, sinks=sinks))
     return Reference(run, outputs, expected_rows(outputs))
 
@@ -319,7 +318,7 @@ def test_replaying_the_same_input_adds_and_changes_no_row(
         pipeline_config(run.raw_topic, run.url, None, stop_at_end=True)
     )
     replayed: list[Output] = []
-    sinks = [make_sink(config.sinks[0], settings), TestingSink(replayed)]
+    sinks = [build_sink(config.sinks[0], settings), TestingSink(replayed)]
     run_main(build_flow(config, settings, sinks=sinks))
 
     # The replay really went through the flow again, output for output ...
@@ -338,7 +337,7 @@ def test_two_processes_store_and_publish_what_one_does(
     kafka_bootstrap: str,
     tmp_path: Path,
 ) -> None:
-    """Each process writes its own buckets' outputs (flows.routing): nothing lost or doubled."""
+    """Each process writes its own buckets' outputs (connectors.runtime.routing): exactly once."""
     run = new_run(settings, database_url)
     runs.append(run)
     assert produce_raw(readings, run.raw_topic, settings) == N_READINGS

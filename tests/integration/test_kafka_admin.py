@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from connectors.kafka_admin import admin_client, describe_topic, ensure_topics
-from schemas.sink_kafka import KafkaSinkConfig, TopicSpec
-from tests.integration.kafka_tools import delete_topics, unique
+from connectors.kafka.admin import admin_client, describe_topic, ensure_topics
+from connectors.kafka.sink_config import KafkaSinkConfig, TopicSpec
+from tests.support.kafka_tools import delete_topics, unique
 
 pytestmark = pytest.mark.kafka
 

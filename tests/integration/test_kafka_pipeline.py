@@ -11,14 +11,20 @@ import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import run_main
 
-from connectors.kafka_admin import admin_client, ensure_topics
-from connectors.kafka_source import produce_raw
+from connectors.kafka.admin import admin_client, ensure_topics
+from connectors.kafka.sink_config import TopicSpec
+from flows.config import PipelineConfig
 from flows.ingest import build_flow
-from schemas.config import PipelineConfig
 from schemas.kinds import ALL_OUTPUT_KINDS
 from schemas.settings import Settings
-from schemas.sink_kafka import TopicSpec
-from tests.integration.kafka_tools import consume_all, delete_topics, headers_of, kcat_read, unique
+from tests.support.kafka_tools import (
+    consume_all,
+    delete_topics,
+    headers_of,
+    kcat_read,
+    produce_raw,
+    unique,
+)
 
 pytestmark = pytest.mark.kafka
 

@@ -14,20 +14,20 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import FixedPartitionedSink
 from bytewax.testing import TestingSource, run_main
 
-from connectors.kafka_producer import (
+from connectors.kafka.producer import (
     DELIVERY_ERRORS,
     REJECTED,
     SKIPPED,
     KafkaDeliveryError,
     KafkaRecordWriter,
 )
-from connectors.kafka_sink import KafkaBatchFlushSink, KafkaOutputSink, make_kafka_sink
-from flows.outputs import route_by_kind
+from connectors.kafka.sink import KafkaBatchFlushSink, KafkaOutputSink, make_kafka_sink
+from connectors.kafka.sink_config import KafkaSinkConfig
+from connectors.runtime.outputs import route_by_kind
 from schemas.kinds import ALL_OUTPUT_KINDS
 from schemas.models import SCHEMA_VERSION, DeadLetter, Reading, adapter, to_json
 from schemas.settings import Settings
-from schemas.sink_kafka import KafkaSinkConfig
-from tests.integration.kafka_tools import (
+from tests.support.kafka_tools import (
     at,
     consume_all,
     delete_topics,

@@ -12,15 +12,15 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from connectors.kafka_admin import admin_client, ensure_topics
-from connectors.kafka_source import CONSUMER_ERRORS, KafkaPartition, KafkaRawSource, produce_raw
+from connectors.kafka.admin import admin_client, ensure_topics
+from connectors.kafka.sink_config import TopicSpec
+from connectors.kafka.source import CONSUMER_ERRORS, KafkaPartition, KafkaRawSource
+from connectors.kafka.source_config import KafkaSourceConfig
+from flows.config import PipelineConfig
 from flows.ingest import build_flow
-from schemas.config import PipelineConfig
 from schemas.models import RawMessage, Reading
 from schemas.settings import Settings
-from schemas.sink_kafka import TopicSpec
-from schemas.sources.kafka import KafkaSourceConfig
-from tests.integration.kafka_tools import delete_topics, unique
+from tests.support.kafka_tools import delete_topics, produce_raw, unique
 
 pytestmark = pytest.mark.kafka
 

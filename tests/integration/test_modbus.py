@@ -1,6 +1,6 @@
 """The Modbus source against real pymodbus servers on loopback (Modbus TCP and RTU over TCP).
 
-Each test starts its own server (``connectors.modbus_sim.SimulatedServer``:
+Each test starts its own server (``tests.support.modbus_server.SimulatedServer``:
 pymodbus' ``ModbusTcpServer`` on a free port, in a background thread) with
 known register contents, so nothing here needs ``make up``.
 """
@@ -20,11 +20,11 @@ from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from connectors.modbus import ModbusPartition, ModbusSource
-from connectors.modbus_poller import ConnectionPoller
-from connectors.modbus_sim import SimulatedServer, UnitImage, free_port, image_for
+from connectors.modbus.config import ModbusDevice, ModbusSourceConfig
+from connectors.modbus.poller import ConnectionPoller
+from connectors.modbus.source import ModbusPartition, ModbusSource
 from schemas.models import Reading, Value
-from schemas.sources.modbus import ModbusDevice, ModbusSourceConfig
+from tests.support.modbus_server import SimulatedServer, UnitImage, free_port, image_for
 
 ORDERS = ["ABCD", "CDAB", "BADC", "DCBA"]
 

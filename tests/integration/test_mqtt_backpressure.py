@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from connectors.mqtt import QUEUE_DEPTH, QUEUE_FULL
-from schemas.sources.mqtt import MqttSourceConfig
+from connectors.mqtt.config import MqttSourceConfig
+from connectors.mqtt.source import QUEUE_DEPTH, QUEUE_FULL
 from tests.integration.test_mqtt_decode import run_flow
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]

@@ -20,12 +20,12 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from connectors.mqtt import CONNECTED, RECEIVED, TAKEN, MqttSource
+from connectors.mqtt.config import MqttSourceConfig
+from connectors.mqtt.source import CONNECTED, RECEIVED, TAKEN, MqttSource
 from flows.decode import decode_many
 from schemas.config import DecodeConfig
 from schemas.models import DeadLetter, Reading
-from schemas.sources.mqtt import MqttSourceConfig
-from tests.integration.mqtt_broker import Publisher
+from tests.support.mqtt_broker import Publisher
 
 pytestmark = pytest.mark.mqtt
 

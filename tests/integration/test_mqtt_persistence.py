@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.mqtt_broker import Consumer, Mosquitto, Publisher, wait_until
+from tests.support.mqtt_broker import Consumer, Mosquitto, Publisher, wait_until
 
 pytestmark = pytest.mark.mqtt
 

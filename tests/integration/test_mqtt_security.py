@@ -17,17 +17,17 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from connectors.mqtt import CONNECTED, MqttConnectError, MqttSource
+from connectors.mqtt.config import MqttSourceConfig
+from connectors.mqtt.source import CONNECTED, MqttConnectError, MqttSource
 from schemas.models import RawMessage
-from schemas.sources.mqtt import MqttSourceConfig
-from tests.integration.mqtt_broker import (
+from tests.ports import free_port
+from tests.support.mqtt_broker import (
     Mosquitto,
     Publisher,
     TlsFiles,
     make_tls_files,
     password_file,
 )
-from tests.ports import free_port
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(30)]
 

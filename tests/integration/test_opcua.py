@@ -18,10 +18,10 @@ import yaml
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from connectors.opcua import OpcuaPartition, OpcuaSource, main
-from connectors.opcua_connection import NODE_ERRORS
+from connectors.opcua.config import OpcuaNodeConfig
+from connectors.opcua.connection import NODE_ERRORS
+from connectors.opcua.source import OpcuaPartition, OpcuaSource, main
 from schemas.models import Reading
-from schemas.sources.opcua import OpcuaNodeConfig
 from tests.integration.opcua_harness import (
     OpcuaTestServer,
     collect,
@@ -29,7 +29,7 @@ from tests.integration.opcua_harness import (
     open_partition,
     source_config,
 )
-from tests.integration.opcua_server import COUNTER_EPOCH, SERVER_TS_EPOCH
+from tests.support.opcua_server import COUNTER_EPOCH, SERVER_TS_EPOCH
 
 NODES: list[dict[str, Any]] = [
     {"node_id": "ns=2;s=Line1.Counter", "device": "line1", "metric": "counter"},

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from connectors.opcua_handoff import BUFFER_FULL
-from connectors.opcua_session import CONNECTED, RECONNECTS
+from connectors.opcua.handoff import BUFFER_FULL
+from connectors.opcua.session import CONNECTED, RECONNECTS
 from schemas.models import Reading
 from tests.integration.opcua_harness import (
     OpcuaTestServer,

@@ -21,8 +21,8 @@ from bytewax.dataflow import Dataflow
 from bytewax.errors import BytewaxRuntimeError
 from bytewax.testing import TestingSink, run_main
 
-from connectors.opcua import OpcuaOpenError, OpcuaSource, main
-from connectors.opcua_session import CONNECT_FAILURES
+from connectors.opcua.session import CONNECT_FAILURES
+from connectors.opcua.source import OpcuaOpenError, OpcuaSource, main
 from tests.integration.opcua_harness import (
     OpcuaTestServer,
     collect,

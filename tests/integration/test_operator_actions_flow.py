@@ -20,9 +20,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from connectors.kafka_source import produce_raw
 from tests.integration.api_harness import World, api_settings
 from tests.integration.e2e_tools import FlowProcess, unique, wait_until
+from tests.support.kafka_tools import produce_raw
 
 pytest_plugins = ["tests.integration.api_harness"]
 pytestmark = [pytest.mark.timescale, pytest.mark.kafka]

@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from connectors.timescale_edition import detect_edition
+from connectors.timescale.edition import detect_edition
 
 
 def test_kafka_round_trip_read_back_by_kcat(kafka_bootstrap: str) -> None:

@@ -23,13 +23,15 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
-from connectors.timescale import LOST, REJECTED, RETRIES, ROWS_UNCHANGED, TimescaleSink
-from connectors.timescale_edition import detect_edition, edition_info, hypertables
-from connectors.timescale_retention import apply_retention, ensure_policies
-from connectors.timescale_retention import main as retention_main
-from flows.outputs import make_sink, route_by_kind
-from schemas.migrate import Migration, MigrationError, load_migrations, migrate
-from schemas.migrate import main as migrate_main
+from connectors.runtime.outputs import route_by_kind
+from connectors.runtime.registry import build_sink
+from connectors.timescale.config import TimescaleSinkConfig
+from connectors.timescale.edition import detect_edition, edition_info, hypertables
+from connectors.timescale.migrate import Migration, MigrationError, load_migrations, migrate
+from connectors.timescale.migrate import main as migrate_main
+from connectors.timescale.retention import apply_retention, ensure_policies
+from connectors.timescale.retention import main as retention_main
+from connectors.timescale.sink import LOST, REJECTED, RETRIES, ROWS_UNCHANGED, TimescaleSink
 from schemas.models import (
     Alarm,
     AlarmState,
@@ -42,7 +44,6 @@ from schemas.models import (
     Rollup,
     Severity,
 )
-from schemas.sink_timescale import TimescaleSinkConfig
 
 pytestmark = pytest.mark.timescale
 
@@ -480,7 +481,7 @@ def test_retention_deletes_rows_on_plain_postgres(pg_url: str, tenant: str) -> N
 
 def test_through_a_bytewax_dataflow(ts_url: str, tenant: str) -> None:
     items = every_kind(tenant, 1000)
-    sink = make_sink(TimescaleSinkConfig(database_url=ts_url, batch_rows=128))
+    sink = build_sink(TimescaleSinkConfig(database_url=ts_url, batch_rows=128))
     assert isinstance(sink, TimescaleSink)
     for _ in range(2):  # the second run is a replay: nothing new
         flow = Dataflow("timescale_test")

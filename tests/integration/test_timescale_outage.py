@@ -19,10 +19,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from connectors.timescale import PENDING, RETRIES, TimescaleSink
-from schemas.migrate import migrate
+from connectors.timescale.config import TimescaleSinkConfig
+from connectors.timescale.migrate import migrate
+from connectors.timescale.sink import PENDING, RETRIES, TimescaleSink
 from schemas.models import Reading
-from schemas.sink_timescale import TimescaleSinkConfig
 
 pytestmark = pytest.mark.timescale
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from flows.classify import Classifier, kind_by_value, log_level, to_log_record
+from flows.config import PipelineConfig
 from flows.events import EventDetector
-from schemas.config import ClassificationRule, PipelineConfig
+from schemas.config import ClassificationRule
 from schemas.models import Event, LogRecord, Reading, adapter, to_json
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

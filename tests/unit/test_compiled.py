@@ -144,8 +144,8 @@ def test_detector_state_moves_between_builds() -> None:
 
 def _imported_in_subprocess(pure: str) -> dict[str, object]:
     code = (
-        "import json, flows.series, flows.regime_detector, connectors.simulator_plant\n"
-        "from flows.pure_python import compiled_modules\n"
+        "import json, flows.series, flows.regime_detector, connectors.simulator.plant\n"
+        "from connectors.runtime.compiled import compiled_modules\n"
         "print(json.dumps({'compiled': compiled_modules(),"
         " 'detector': flows.regime_detector.__file__}))"
     )
@@ -169,5 +169,5 @@ def test_compiled_modules_lists_the_extensions_in_use() -> None:
     result = _imported_in_subprocess("0")
     compiled = result["compiled"]
     assert isinstance(compiled, list)
-    assert {"flows.regime_detector", "flows.series", "connectors.simulator_plant"} <= set(compiled)
-    assert "flows.pure_python" not in compiled
+    assert {"flows.regime_detector", "flows.series", "connectors.simulator.plant"} <= set(compiled)
+    assert "connectors.runtime.compiled" not in compiled

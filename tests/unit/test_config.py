@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.config import ConfigError, PipelineConfig, load_pipeline_config, parse_duration
+from flows.config import PipelineConfig, load_pipeline_config
+from schemas.config import ConfigError, parse_duration
 from schemas.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

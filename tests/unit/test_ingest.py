@@ -11,11 +11,12 @@ from typing import Any
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from connectors.simulator.config import SimulatorSourceConfig
+from connectors.stdout.sink import StdoutSink
+from flows.config import PipelineConfig
 from flows.ingest import build_flow
-from flows.outputs import StdoutSink
-from schemas.config import PipelineConfig, ThresholdAlarmRule
+from schemas.config import ThresholdAlarmRule
 from schemas.models import Alarm, DeadLetter, RawMessage, Reading
-from schemas.sources.simulator import SimulatorSourceConfig
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

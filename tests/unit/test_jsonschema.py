@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from schemas.jsonschema import JSON_DIR, expected_schemas, stale_files
+from flows.jsonschema import JSON_DIR, expected_schemas, stale_files
 
 
 def test_committed_schemas_are_current() -> None:

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from connectors.kafka_producer import message_key, producer_config
-from schemas.config import load_pipeline_config
+from connectors.kafka.producer import message_key, producer_config
+from connectors.kafka.sink_config import KafkaSinkConfig, retention_ms
+from connectors.kafka.source_config import KafkaSourceConfig
+from flows.config import load_pipeline_config
 from schemas.models import DeadLetter, Reading
-from schemas.sink_kafka import KafkaSinkConfig, retention_ms
-from schemas.sources.kafka import KafkaSourceConfig
-from tests.integration.kafka_tools import at, one_of_each
+from tests.support.kafka_tools import at, one_of_each
 
-SAMPLE = Path(__file__).parents[2] / "deploy" / "samples" / "kafka.yaml"
+SAMPLE = Path(__file__).parents[2] / "connectors" / "kafka" / "sample.yaml"
 
 
 def test_default_topic_names() -> None:

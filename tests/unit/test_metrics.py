@@ -1,11 +1,11 @@
-"""The process-wide counters and gauges (flows/metrics.py)."""
+"""The process-wide counters and gauges (connectors/runtime/metrics.py)."""
 
 from __future__ import annotations
 
 import threading
 
-from flows import metrics
-from flows.metrics import counter, gauge, render
+from connectors.runtime.metrics import counter, gauge, render
+from connectors.runtime import metrics
 
 
 def test_labels_in_any_order_are_one_series() -> None:

@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.modbus_codec import (
+from connectors.modbus.codec import (
     DecodeError,
     decode_registers,
     encode_value,
     shortest_float32,
     tag_value,
 )
-from schemas.sources.modbus import ModbusTag
+from connectors.modbus.config import ModbusTag
 
 ORDERS = ["ABCD", "CDAB", "BADC", "DCBA"]
 

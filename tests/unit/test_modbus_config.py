@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from schemas.config import load_pipeline_config
-from schemas.sources.modbus import ModbusSourceConfig
+from connectors.modbus.config import ModbusSourceConfig
+from flows.config import load_pipeline_config
 
-SAMPLE = Path(__file__).parents[2] / "deploy" / "samples" / "modbus.yaml"
+SAMPLE = Path(__file__).parents[2] / "connectors" / "modbus" / "sample.yaml"
 
 
 def _config(tags: list[dict[str, Any]], **device: Any) -> ModbusSourceConfig:

@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.modbus import describe_source_plan, source_plan
-from connectors.modbus_plan import coalesce, plan_device
-from schemas.sources.modbus import ModbusDevice, ModbusSourceConfig, ModbusTag
+from connectors.modbus.config import ModbusDevice, ModbusSourceConfig, ModbusTag
+from connectors.modbus.plan import coalesce, plan_device
+from connectors.modbus.source import describe_source_plan, source_plan
 
 
 def _device(tags: list[dict[str, Any]], **fields: Any) -> ModbusDevice:

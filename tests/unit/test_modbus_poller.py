@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from connectors.modbus_buffer import PollBuffer
-from connectors.modbus_codec import encode_value
-from connectors.modbus_poller import ConnectionPoller
-from connectors.modbus_transport import ModbusReadError
+from connectors.modbus.buffer import PollBuffer
+from connectors.modbus.codec import encode_value
+from connectors.modbus.config import ModbusDevice, ModbusSourceConfig
+from connectors.modbus.poller import ConnectionPoller
+from connectors.modbus.transport import ModbusReadError
 from schemas.models import Reading
-from schemas.sources.modbus import ModbusDevice, ModbusSourceConfig
 
 Reply = list[int] | list[bool] | ModbusReadError
 

@@ -7,15 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from connectors.mqtt_client import connect_arguments, parse_broker_url, subscription_requests
-from connectors.mqtt_topics import TopicRouter
-from schemas.config import load_pipeline_config
-from schemas.sources.mqtt import (
+from connectors.mqtt.client import connect_arguments, parse_broker_url, subscription_requests
+from connectors.mqtt.config import (
     MqttSourceConfig,
     MqttSubscription,
     filters_overlap,
     parse_topic_template,
 )
+from connectors.mqtt.topics import TopicRouter
+from flows.config import load_pipeline_config
 
 
 def sub(topic: str, **kw: object) -> MqttSubscription:
@@ -161,10 +161,10 @@ def test_shared_subscriptions_and_session_properties() -> None:
 
 
 def test_sample_config_is_valid() -> None:
-    """deploy/samples/mqtt.yaml, the documented sample, loads as a pipeline config."""
+    """connectors/mqtt/sample.yaml, the documented sample, loads as a pipeline config."""
     from pathlib import Path
 
-    sample = Path(__file__).parents[2] / "deploy" / "samples" / "mqtt.yaml"
+    sample = Path(__file__).parents[2] / "connectors" / "mqtt" / "sample.yaml"
     config = load_pipeline_config(sample, env={})
     mqtt_sources = [s for s in config.sources if s.type == "mqtt"]
     assert mqtt_sources and all(isinstance(s, MqttSourceConfig) for s in mqtt_sources)

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from connectors.opcua import OpcuaSource
-from connectors.opcua_convert import (
+from connectors.opcua.config import OpcuaEndpointConfig, OpcuaSourceConfig
+from connectors.opcua.convert import (
     ReadingTarget,
     backoff_delay,
     data_change_filter,
@@ -28,10 +28,10 @@ from connectors.opcua_convert import (
     to_reading,
     to_value,
 )
-from connectors.opcua_handoff import BUFFER_FULL, HandoffBuffer
-from schemas.config import load_pipeline_config
+from connectors.opcua.handoff import BUFFER_FULL, HandoffBuffer
+from connectors.opcua.source import OpcuaSource
+from flows.config import load_pipeline_config
 from schemas.models import Reading, adapter
-from schemas.sources.opcua import OpcuaEndpointConfig, OpcuaSourceConfig
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TARGET = ReadingTarget("t1", "press-1", "temperature", "degC")
@@ -255,7 +255,7 @@ def test_nan_is_not_a_number_reading() -> None:
     assert r.value == "nan"
 
 
-SAMPLE = Path(__file__).parents[2] / "deploy" / "samples" / "opcua.yaml"
+SAMPLE = Path(__file__).parents[2] / "connectors" / "opcua" / "sample.yaml"
 
 
 def test_the_documented_sample_is_a_valid_config() -> None:

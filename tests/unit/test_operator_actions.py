@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from connectors.alarm_actions import parse_action
+from connectors.kafka.alarm_actions import parse_action
+from connectors.runtime.outputs import flatten_outputs
 from flows.alarms import AnomalyAlarmTracker, ThresholdAlarmTracker
-from flows.outputs import flatten_outputs
+from flows.config import PipelineConfig
 from flows.series import SeriesBucketLogic, SeriesProcessor
-from schemas.config import AnomalyConfig, PipelineConfig, ThresholdAlarmRule
+from schemas.config import AnomalyConfig, ThresholdAlarmRule
 from schemas.models import Alarm, DeadLetter, RawMessage, Reading, to_json
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

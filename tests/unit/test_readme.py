@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from schemas.config import PipelineConfig
+from flows.config import PipelineConfig
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 SNIPPETS = re.findall(r"```yaml\n(.*?)```", README, flags=re.S)

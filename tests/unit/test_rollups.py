@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.metrics import counter
+from connectors.runtime.metrics import counter
 from flows.rollups import RollupState
 from schemas.models import DeadLetter, Rollup, SourceKind
 

@@ -1,4 +1,4 @@
-"""flows.routing against Bytewax itself: keyed steps and aligned sink partitions share workers.
+"""connectors.runtime.routing against Bytewax: keyed steps and aligned sink partitions agree.
 
 The flows run in one process with several worker threads (``cluster_main``):
 Bytewax routes between threads exactly as between processes.
@@ -16,15 +16,15 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from bytewax.testing import cluster_main
 
-from connectors.kafka_sink import KafkaOutputSink
-from flows.routing import (
+from connectors.kafka.sink import KafkaOutputSink
+from connectors.kafka.sink_config import KafkaSinkConfig
+from connectors.runtime.routing import (
     ALIGNED_PARTITION_NAMES,
     ALIGNED_PARTITIONS,
     aligned_partition,
     worker_of,
 )
 from flows.series import bucket_of
-from schemas.sink_kafka import KafkaSinkConfig
 
 KEYS = [str(i) for i in range(64)] + ["dead_letter", "tenant-\u00e9/press-1"]
 
@@ -115,7 +115,7 @@ def test_keys_run_where_bytewax_routes_them_and_their_sink_partition_is_there_to
     seen = _run(workers)
     worker = {key: seen.worker_by_thread[t] for key, t in seen.state_thread.items()}
     assert set(worker) == set(KEYS)
-    # flows.routing predicts Bytewax's placement of every key...
+    # connectors.runtime.routing predicts Bytewax's placement of every key...
     assert worker == {key: worker_of(key, workers) for key in KEYS}
     assert set(worker.values()) == set(range(workers))
     # ...and every item reaches exactly one partition, its aligned one, on the same worker.

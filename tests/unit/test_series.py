@@ -6,9 +6,9 @@ import pickle
 import time
 from datetime import UTC, datetime, timedelta
 
-from flows.outputs import flatten_outputs
+from connectors.runtime.outputs import flatten_outputs
+from flows.config import PipelineConfig
 from flows.series import SeriesBucketLogic, SeriesProcessor, bucket_of
-from schemas.config import PipelineConfig
 from schemas.models import Reading, Rollup
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

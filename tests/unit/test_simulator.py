@@ -12,7 +12,9 @@ from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from connectors.simulator import (
+from connectors.simulator.config import SimulatorSourceConfig
+from connectors.simulator.model import metric_spec
+from connectors.simulator.source import (
     BATCH_READINGS,
     CATALOGUE,
     PlantSimulator,
@@ -21,9 +23,7 @@ from connectors.simulator import (
     partition_devices,
     partition_quota,
 )
-from connectors.simulator_model import metric_spec
 from schemas.models import Reading, is_number
-from schemas.sources.simulator import SimulatorSourceConfig
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,0 +1,406 @@
+"""The producer behind the Kafka sink: (kind, record) -> the kind's topic, failures loud.
+
+>>> from datetime import datetime, timezone
+>>> from schemas.models import Reading
+>>> from schemas.settings import Settings
+>>> from connectors.kafka.sink_config import KafkaSinkConfig
+>>> servers = Settings().kafka_bootstrap_servers
+>>> writer = KafkaRecordWriter(KafkaSinkConfig(), servers)  # doctest: +SKIP
+>>> r = Reading("press-1", "temperature", datetime(2026, 1, 1, tzinfo=timezone.utc), 71.5)
+>>> writer.write([("telemetry", r)])   # queued; sent within linger  # doctest: +SKIP
+>>> writer.flush()                     # returns once the broker has it (acks=all)  # doctest: +SKIP
+
+A message is the record's JSON (:func:`schemas.models.to_json`), keyed by
+``tenant/device`` (dead letters: ``tenant/origin``), with the headers
+``schema-version`` (:data:`schemas.models.SCHEMA_VERSION`) and ``kind``.
+The Kafka timestamp is the produce time, not the record's event time: a
+replay of last month's data must not fall outside the topic's retention the
+moment it is written.
+
+**Failures.** The producer is idempotent (``acks=all``,
+``enable.idempotence``): librdkafka retries a failed send by itself, in
+order and without duplicates, for up to ``delivery_timeout``. A message it
+could not deliver by then comes back as a delivery error; the writer counts
+it (``streamforge_kafka_delivery_errors_total``), logs it, and from then on
+:meth:`KafkaRecordWriter.write` and :meth:`KafkaRecordWriter.flush` raise
+:class:`KafkaDeliveryError` -- the error is sticky, so a sink that lost a
+record never carries on as if it had not. A record Kafka refuses outright
+(too large) is written to the dead-letter topic instead, with the reason.
+The producer's queue is bounded (``max_buffered``); when it is full,
+``write`` waits for deliveries (backpressure), counted in
+``streamforge_kafka_backpressure_waits_total``.
+
+The ``immediate_kinds`` (alarms by default) have a producer of their own
+with the same settings but ``linger.ms`` 0, so they are sent at once rather
+than batched with the bulk; both producers' failures are handled alike.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from orjson import JSONEncodeError, dumps
+
+from connectors.kafka.admin import admin_client, ensure_topics
+from connectors.kafka.sink_config import KafkaSinkConfig
+from connectors.runtime.logs import get_logger
+from connectors.runtime.metrics import counter, gauge
+from schemas.models import (
+    FAST_JSON_FIELDS,
+    JSON_OPTIONS,
+    SCHEMA_VERSION,
+    Alarm,
+    AnomalyScore,
+    DeadLetter,
+    Event,
+    LogRecord,
+    Reading,
+    Rollup,
+    to_json,
+)
+
+log = get_logger("connectors.kafka.sink")
+LIBRDKAFKA_LOG = get_logger("connectors.librdkafka")
+"""librdkafka's own log lines, as JSON logs like the rest (instead of raw stderr)."""
+
+PRODUCED = counter("streamforge_kafka_produced_total", "Records queued to Kafka, by topic")
+DELIVERY_ERRORS = counter(
+    "streamforge_kafka_delivery_errors_total",
+    "Records Kafka did not acknowledge within delivery_timeout, by topic and error",
+)
+REJECTED = counter(
+    "streamforge_kafka_rejected_total",
+    "Records Kafka refused (too large, not serialisable), sent as dead letters, by kind",
+)
+SKIPPED = counter(
+    "streamforge_kafka_skipped_total", "Records of a kind this sink is not configured for"
+)
+BACKPRESSURE = counter(
+    "streamforge_kafka_backpressure_waits_total", "Waits for room in a full producer queue"
+)
+UNDELIVERED = gauge(
+    "streamforge_kafka_undelivered_records", "Records queued but not yet acknowledged, by client"
+)
+
+KIND_BY_TYPE: dict[type, str] = {
+    Reading: "telemetry",
+    Event: "event",
+    Alarm: "alarm",
+    LogRecord: "log",
+    Rollup: "rollup",
+    AnomalyScore: "anomaly_score",
+    DeadLetter: "dead_letter",
+}
+"""The output kind of each record type (one type per kind)."""
+
+_MAX_DEAD_PAYLOAD = 64 * 1024
+_MAX_CACHED_KEYS = 100_000
+"""Message keys cached per tenant (devices beyond it get theirs built per record)."""
+
+
+class KafkaDeliveryError(RuntimeError):
+    """Kafka did not take records the sink handed to it; the flow must stop and replay."""
+
+
+def message_key(record: Any) -> bytes:
+    """``tenant/device``: all records of a device go to one partition, in order."""
+    if type(record) is DeadLetter:
+        return f"{record.tenant or 'default'}/{record.origin or record.source}".encode()
+    return f"{record.tenant}/{record.device}".encode()
+
+
+def producer_config(
+    config: KafkaSinkConfig, bootstrap_servers: str, client_id: str
+) -> dict[str, Any]:
+    """librdkafka settings of the sink's producer (``producer_config`` overrides)."""
+    settings: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "client.id": client_id,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": int(config.linger * 1000),
+        "compression.type": config.compression,
+        "message.timeout.ms": int(config.delivery_timeout * 1000),
+        "queue.buffering.max.messages": config.max_buffered,
+        # Successes need no callback (len(producer) says what is pending);
+        # a Python call per delivered message would cost ~1 µs each.
+        "delivery.report.only.error": True,
+    }
+    settings.update(config.producer_config)
+    return settings
+
+
+class KafkaRecordWriter:
+    """One idempotent producer writing ``(kind, record)`` pairs to the kinds' topics.
+
+    Thread-safe (librdkafka's producer is; the error list has a lock), so the
+    workers of one process can share it.
+    """
+
+    def __init__(
+        self, config: KafkaSinkConfig, bootstrap_servers: str, client_id: str = "streamforge-sink"
+    ) -> None:
+        self.config = config
+        self.client_id = client_id
+        self.topics: dict[str, str] = {kind: config.topic_for(kind) for kind in config.kinds}
+        self.headers: dict[str, list[tuple[str, str | bytes | None]]] = {
+            kind: [("schema-version", str(SCHEMA_VERSION).encode()), ("kind", kind.encode())]
+            for kind in self.topics
+        }
+        settings = producer_config(config, bootstrap_servers, client_id)
+        settings["on_delivery"] = self._on_delivery
+        settings["error_cb"] = self._on_error
+        settings["logger"] = LIBRDKAFKA_LOG
+        self.producer = Producer(settings)
+        """The bulk producer: every kind not in ``immediate_kinds``, batched for ``linger``."""
+        self.immediate: Producer | None = None
+        """The producer of ``immediate_kinds`` (alarms): no linger, so an alarm is sent at
+        once instead of waiting up to ``linger`` for a batch of its topic to fill."""
+        self._by_kind: dict[str, Producer] = dict.fromkeys(self.topics, self.producer)
+        immediate = [kind for kind in config.immediate_kinds if kind in self.topics]
+        if immediate:
+            self.immediate = Producer(
+                {**settings, "client.id": f"{client_id}-immediate", "linger.ms": 0}
+            )
+            self._by_kind.update(dict.fromkeys(immediate, self.immediate))
+        self._producers = [p for p in (self.producer, self.immediate) if p is not None]
+        self._lock = threading.Lock()
+        self._failures: list[str] = []
+        self._keys: dict[str, dict[str, bytes]] = {}  # tenant -> device -> message key
+        self._failed = 0
+        self._last_error_log = 0.0
+
+    def ensure_topics(self, bootstrap_servers: str) -> dict[str, str]:
+        """Create the configured topics if missing; retries while the broker is unreachable."""
+        admin = admin_client(bootstrap_servers, self.config.producer_config)
+        delay, deadline = 0.5, time.monotonic() + self.config.delivery_timeout
+        while True:
+            try:
+                return ensure_topics(admin, self.config.topic_specs())
+            except KafkaException as exc:
+                error = exc.args[0]
+                retriable = error.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
+                if not retriable or time.monotonic() + delay > deadline:
+                    raise KafkaDeliveryError(
+                        f"cannot create the Kafka sink's topics on {bootstrap_servers}: {error}"
+                    ) from exc
+                log.warning(
+                    "kafka not reachable to create topics; retrying",
+                    extra={"step": "admin", "error": str(error), "retry_in_s": delay},
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def write(self, items: Iterable[tuple[str, Any]]) -> int:
+        """Queue records for their topics (returns how many); raises after a delivery error."""
+        self.check()
+        by_kind: dict[str, list[Any]] = {}
+        for kind, record in items:
+            records = by_kind.get(kind)
+            if records is None:
+                by_kind[kind] = [record]
+            else:
+                records.append(record)
+        sent = sum(self._produce_kind(kind, records) for kind, records in by_kind.items())
+        self._served()
+        return sent
+
+    def write_kind(self, kind: str, records: list[Any]) -> int:
+        """Queue records all of one kind (a chunk): :meth:`write` without per-record lookups."""
+        if any(KIND_BY_TYPE.get(type(r)) != kind for r in records):
+            # Not this kind's records (a flow bug): each by its own type's kind, or
+            # a name that is no kind, so that the record is dead-lettered.
+            return self.write(
+                [(KIND_BY_TYPE.get(type(r)) or f"<{type(r).__name__}>", r) for r in records]
+            )
+        self.check()
+        sent = self._produce_kind(kind, records)
+        self._served()
+        return sent
+
+    def _served(self) -> None:
+        """Serve delivery reports (failures only) and update the undelivered gauge."""
+        pending = 0
+        for producer in self._producers:
+            producer.poll(0)
+            pending += len(producer)
+        UNDELIVERED.set(pending, client=self.client_id)
+
+    def _produce_kind(self, kind: str, records: list[Any]) -> int:
+        """Produce records of one kind to its topic; how many were queued."""
+        topic = self.topics.get(kind)
+        if topic is None:
+            for record in records:
+                self._not_configured(kind, record)
+            return 0
+        producer = self._by_kind[kind]
+        produce = producer.produce
+        headers = self.headers[kind]
+        # A chunk holds records of one type: look up its JSON fast path once.
+        first_type = type(records[0]) if records else None
+        as_dict = FAST_JSON_FIELDS.get(first_type) if first_type is not None else None
+        keys = self._keys
+        sent = 0
+        for record in records:
+            try:
+                if as_dict is not None and type(record) is first_type:
+                    try:
+                        value = dumps(as_dict(record), option=JSON_OPTIONS)
+                    except JSONEncodeError:
+                        value = to_json(record)  # a value orjson refuses: pydantic's way
+                else:
+                    value = to_json(record)
+                # message_key(), cached per device: it costs a string build per record
+                if type(record) is DeadLetter:
+                    key = message_key(record)
+                else:
+                    devices = keys.get(record.tenant)
+                    if devices is None:
+                        devices = keys[record.tenant] = {}
+                    cached = devices.get(record.device)
+                    if cached is None:
+                        cached = message_key(record)
+                        if len(devices) < _MAX_CACHED_KEYS:
+                            devices[record.device] = cached
+                    key = cached
+            except Exception as exc:  # a flow bug; keep the record as a dead letter
+                self._reject(kind, record, f"cannot serialise: {exc}")
+                continue
+            try:
+                produce(topic, value, key, headers=headers)
+            except BufferError:
+                self._produce(producer, topic, value, key, headers)
+            except KafkaException as exc:
+                self._reject(kind, record, str(exc.args[0]), value)
+                continue
+            sent += 1
+        PRODUCED.inc(sent, topic=topic)
+        return sent
+
+    def flush(self) -> None:
+        """Return once Kafka acknowledged every queued record; raise if any failed.
+
+        Waits as long as librdkafka keeps retrying (``delivery_timeout``),
+        logging every 10 s how many records are still pending.
+        """
+        started = time.monotonic()
+        next_log = started + 10.0
+        limit = self.config.delivery_timeout + 30.0
+        while True:
+            remaining = sum(producer.flush(1.0) for producer in self._producers)
+            self.check()
+            UNDELIVERED.set(remaining, client=self.client_id)
+            if remaining == 0:
+                return
+            waited = time.monotonic() - started
+            if waited >= limit:
+                raise KafkaDeliveryError(
+                    f"{remaining} record(s) still unacknowledged by Kafka after {waited:.0f}s"
+                )
+            if time.monotonic() >= next_log:
+                next_log += 10.0
+                log.warning(
+                    "waiting for Kafka to acknowledge records",
+                    extra={"step": "flush", "pending": remaining, "waited_s": round(waited, 1)},
+                )
+
+    def check(self) -> None:
+        """Raise :class:`KafkaDeliveryError` if any record failed delivery (sticky)."""
+        if self._failed:
+            with self._lock:
+                first = "; ".join(self._failures[:3])
+                raise KafkaDeliveryError(
+                    f"Kafka delivery failed for {self._failed} record(s): {first}. The flow "
+                    "stops so that recovery replays them from the last snapshot."
+                )
+
+    def close(self) -> None:
+        """Flush and release the producer (end of a finite flow)."""
+        try:
+            self.flush()
+        finally:
+            for producer in self._producers:
+                producer.close()
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        # Called from poll()/flush() for failed messages only.
+        if err is None:
+            return
+        topic = msg.topic() or "?"
+        DELIVERY_ERRORS.inc(topic=topic, error=err.name())
+        with self._lock:
+            self._failed += 1
+            if len(self._failures) < 10:
+                self._failures.append(f"topic {topic}: {err.str()}")
+        self._log_error("kafka delivery failed", err, topic=topic)
+
+    def _on_error(self, err: KafkaError) -> None:
+        # Client-level errors: brokers down, authentication. librdkafka keeps
+        # retrying; only a fatal error (idempotence state lost) ends the producer.
+        if err.fatal():
+            with self._lock:
+                self._failed += 1
+                self._failures.append(f"fatal producer error: {err.str()}")
+        self._log_error("kafka producer error", err)
+
+    def _log_error(self, message: str, err: KafkaError, **extra: str) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log >= 5.0 or err.fatal():  # at most one line per 5 s
+            self._last_error_log = now
+            log.error(message, extra={"step": "produce", "error": err.str(), **extra})
+
+    def _produce(
+        self, producer: Producer, topic: str, value: bytes, key: bytes, headers: Any
+    ) -> None:
+        """Produce with ``producer``, waiting for deliveries while its bounded queue is full."""
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:
+                BACKPRESSURE.inc()
+                producer.poll(0.05)
+                self.check()
+
+    def _not_configured(self, kind: str, record: Any) -> None:
+        if kind in KIND_BY_TYPE.values():
+            SKIPPED.inc(kind=kind)  # another sink's kind: nothing to do here
+            return
+        self._reject(kind, record, f"no topic for output kind {kind!r}")
+
+    def _reject(self, kind: str, record: Any, reason: str, value: bytes | None = None) -> None:
+        """Send a record Kafka cannot take to the dead-letter topic, or fail loudly."""
+        REJECTED.inc(kind=kind)
+        log.error(
+            "record refused; sending it as a dead letter",
+            extra={"step": "produce", "kind": kind, "reason": reason},
+        )
+        topic = self.topics.get("dead_letter")
+        if topic is None or type(record) is DeadLetter:
+            with self._lock:
+                self._failed += 1
+                self._failures.append(f"{kind} record refused and no dead-letter topic: {reason}")
+            return
+        try:
+            payload = (value if value is not None else to_json(record)).decode()
+        except Exception:
+            payload = repr(record)
+        dead = DeadLetter(
+            received_at=datetime.now(UTC),
+            source=getattr(record, "source", "simulator"),
+            reason=f"kafka refused {type(record).__name__} ({len(payload)} chars): {reason}",
+            payload=payload[:_MAX_DEAD_PAYLOAD],
+            origin=f"kafka-sink/{kind}",
+            step="kafka",
+            tenant=getattr(record, "tenant", None),
+        )
+        # Through the dead-letter kind's own producer: a kind always uses one producer.
+        producer = self._by_kind["dead_letter"]
+        self._produce(
+            producer, topic, to_json(dead), message_key(dead), self.headers["dead_letter"]
+        )

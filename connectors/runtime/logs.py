@@ -1,0 +1,64 @@
+"""Structured JSON logs: one JSON object per line on stderr.
+
+>>> log = get_logger("connectors.mqtt.source")
+>>> log.info("connected", extra={"device": "broker", "step": "connect"})  # doctest: +SKIP
+{"ts": "...", "level": "info", "component": "connectors.mqtt.source", "msg": "connected",
+ "device": "broker", "step": "connect"}
+
+Pass context (``device``, ``step``, ``source``, counts) in ``extra``; every
+key there becomes a field of the JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+# Attributes every LogRecord has; anything else on a record came from ``extra``.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a log record as one JSON object with its ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a JSON line."""
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "component": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+_configured = False
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Send StreamForge's logs as JSON lines to stderr (idempotent)."""
+    global _configured
+    root = logging.getLogger("streamforge")
+    root.setLevel((level or os.environ.get("STREAMFORGE_LOG_LEVEL", "INFO")).upper())
+    if _configured:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.propagate = False
+    _configured = True
+
+
+def get_logger(component: str) -> logging.Logger:
+    """The logger of a component, e.g. ``get_logger("connectors.mqtt.source")``."""
+    configure_logging()
+    return logging.getLogger(f"streamforge.{component}")

@@ -1,0 +1,198 @@
+"""The pipeline configuration: what a flow reads, how it classifies and what it writes.
+
+A flow is built from one validated :class:`PipelineConfig`: the sources and
+sinks (each connector's own config model, picked by its ``type``) and the
+step configs of :mod:`schemas.config`. It is loaded from the YAML file named
+by ``STREAMFORGE_CONFIG`` (or the built-in default when unset), then
+environment variables override single fields with
+``STREAMFORGE_PIPELINE__<FIELD>__<SUBFIELD>=value`` (values are parsed as
+YAML, so ``STREAMFORGE_PIPELINE__ANOMALY__THRESHOLD=0.95`` is a float):
+
+>>> config = load_pipeline_config(env={})      # the built-in default
+>>> [s.type for s in config.sources], [s.type for s in config.sinks]
+(['simulator'], ['stdout'])
+>>> load_pipeline_config(env={"STREAMFORGE_PIPELINE__ANOMALY__THRESHOLD": "0.95"}).anomaly.threshold
+0.95
+
+A wrong config raises :class:`schemas.config.ConfigError` with one message
+naming each bad field and the problem, and the flow does not start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from connectors.kafka.sink_config import KafkaSinkConfig
+from connectors.kafka.source_config import KafkaSourceConfig
+from connectors.modbus.config import ModbusSourceConfig
+from connectors.mqtt.config import MqttSourceConfig
+from connectors.opcua.config import OpcuaSourceConfig
+from connectors.simulator.config import SimulatorSourceConfig
+from connectors.stdout.config import NullSinkConfig, StdoutSinkConfig
+from connectors.timescale.config import TimescaleSinkConfig
+from schemas.config import (
+    AnomalyConfig,
+    ClassificationRule,
+    ConfigError,
+    DecodeConfig,
+    OperatorActionsConfig,
+    RollupConfig,
+    Strict,
+    ThresholdAlarmRule,
+    default_alarm_rules,
+    default_classification,
+    format_validation_error,
+)
+
+ENV_PREFIX = "STREAMFORGE_PIPELINE__"
+
+SourceConfig = Annotated[
+    SimulatorSourceConfig
+    | MqttSourceConfig
+    | ModbusSourceConfig
+    | OpcuaSourceConfig
+    | KafkaSourceConfig,
+    Field(discriminator="type"),
+]
+"""Any source's config, told apart by its ``type``."""
+
+SinkConfig = Annotated[
+    StdoutSinkConfig | NullSinkConfig | KafkaSinkConfig | TimescaleSinkConfig,
+    Field(discriminator="type"),
+]
+"""Any sink's config, told apart by its ``type``."""
+
+
+def _default_sources() -> list[SourceConfig]:
+    return [SimulatorSourceConfig()]
+
+
+def _default_sinks() -> list[SinkConfig]:
+    return [StdoutSinkConfig()]
+
+
+class PipelineConfig(Strict):
+    """Everything one flow does, from sources to sinks. Defaults run anywhere."""
+
+    tenant: str = Field("default", min_length=1, description="tenant of readings without one")
+    sources: list[SourceConfig] = Field(default_factory=_default_sources, min_length=1)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    classification: list[ClassificationRule] = Field(default_factory=default_classification)
+    alarms: list[ThresholdAlarmRule] = Field(default_factory=default_alarm_rules)
+    rollups: RollupConfig = Field(default_factory=RollupConfig)
+    anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    operator_actions: OperatorActionsConfig = Field(default_factory=OperatorActionsConfig)
+    sinks: list[SinkConfig] = Field(default_factory=_default_sinks, min_length=1)
+    series_buckets: int = Field(
+        64,
+        ge=1,
+        le=65536,
+        description="keys of the per-series step; series are spread over workers by bucket. "
+        "Changing it breaks resuming from an existing recovery store.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PipelineConfig:
+        for what, names in (
+            ("sources", [s.name for s in self.sources]),
+            ("alarms", [a.name for a in self.alarms]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what}: duplicate names {dupes}")
+        if self.operator_actions.enabled is True and self.finite():
+            raise ValueError(
+                "operator_actions.enabled: true needs a source that runs continuously "
+                "(the actions topic never ends, so the flow would not either)"
+            )
+        return self
+
+    def finite(self) -> bool:
+        """Whether every source ends by itself (a replay, a test, a benchmark)."""
+        return all(
+            (s.type == "kafka" and s.stop_at_end) or (s.type == "simulator" and s.limit is not None)
+            for s in self.sources
+        )
+
+    def follows_operator_actions(self) -> bool:
+        """Whether the flow reads operators' alarm actions (``operator_actions.enabled``).
+
+        ``auto``: when the flow has a Kafka sink and runs continuously (the
+        actions topic never ends, so a finite flow following it would not).
+        """
+        enabled = self.operator_actions.enabled
+        if enabled == "auto":
+            return any(s.type == "kafka" for s in self.sinks) and not self.finite()
+        return bool(enabled)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """Nested dict from ``STREAMFORGE_PIPELINE__A__B=value`` variables (values parsed as YAML)."""
+    result: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        node = result
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw)
+    return result
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_pipeline_config(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> PipelineConfig:
+    """Load and validate the pipeline config.
+
+    ``path`` defaults to ``$STREAMFORGE_CONFIG``; with neither, the built-in
+    default (simulator -> stdout). ``STREAMFORGE_PIPELINE__...`` variables in
+    ``env`` (default ``os.environ``) override fields. Raises :class:`ConfigError`.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get("STREAMFORGE_CONFIG") or None
+    data: dict[str, Any] = {}
+    origin = "(built-in default)"
+    if path is not None:
+        origin = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read pipeline config {origin}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise ConfigError(
+                f"pipeline config {origin} is not valid YAML{at}: {problem}"
+            ) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"pipeline config {origin} must be a YAML mapping at the top level")
+        data = loaded
+    overrides = _env_overrides(env)
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin)) from None

@@ -1,1 +1,0 @@
-"""Configuration models of the sources, one module per kind of source."""

@@ -1,0 +1,1 @@
+"""Test peers: servers and producers the tests and benchmarks talk to (not product code)."""
