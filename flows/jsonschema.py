@@ -4,7 +4,19 @@
     python -m flows.jsonschema --check   # exit 1 when a file is stale
 
 Consumers of the Kafka topics validate against these files; the unit tests
-fail when a model changed and the files were not regenerated.
+fail when a model changed and the files were not regenerated. One file per
+record type, plus the pipeline config, written with sorted keys:
+
+>>> schemas = expected_schemas()
+>>> sorted(schemas)[:4], "pipeline_config.json" in schemas
+(['alarm.json', 'anomaly_score.json', 'dead_letter.json', 'event.json'], True)
+>>> schemas["reading.json"]["required"]
+['device', 'metric', 'ts', 'value']
+>>> print(render({"b": 1, "a": True}), end="")
+{
+  "a": true,
+  "b": 1
+}
 """
 
 from __future__ import annotations
@@ -12,13 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from flows.config import PipelineConfig
 from schemas.models import RECORD_TYPES, SCHEMA_VERSION, adapter
 
-JSON_DIR = Path(__file__).parents[1] / "schemas" / "json"
+JSON_DIR = Path(str(files("schemas").joinpath("json")))  # the JSON Schemas stay with the schemas
 
 
 def expected_schemas() -> dict[str, dict[str, Any]]:

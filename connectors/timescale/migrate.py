@@ -28,13 +28,14 @@ import hashlib
 import re
 import sys
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import psycopg
 
 from connectors.runtime.logs import get_logger
 
-SQL_DIR = Path(__file__).with_name("sql")
+SQL_DIR = Path(str(files("schemas").joinpath("sql")))  # the SQL stays with the schemas
 """Where the migration files live."""
 
 LOCK_KEY = 0x5354_5246_4D49_4752  # "STRFMIGR": any constant shared by every StreamForge process

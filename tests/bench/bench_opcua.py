@@ -58,7 +58,7 @@ from schemas.models import Reading
 from tests.ports import free_port
 
 REPORT = Path(__file__).parent / "reports" / "opcua.json"
-SERVER = Path(__file__).parents[1] / "integration" / "opcua_server.py"
+SERVER = Path(__file__).parents[1] / "support" / "opcua_server.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ITEMS = 10_000
 

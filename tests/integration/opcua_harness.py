@@ -28,7 +28,7 @@ from connectors.opcua.source import OpcuaPartition, OpcuaSource
 from schemas.models import Reading
 from tests.ports import free_port
 
-SERVER_SCRIPT = Path(__file__).parent / "opcua_server.py"
+SERVER_SCRIPT = Path(__file__).parents[1] / "support" / "opcua_server.py"
 START_TIMEOUT_S = 90.0  # asyncua loads its address space in 1-3 s; far more on a busy machine
 
 

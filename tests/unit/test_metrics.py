@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from connectors.runtime.metrics import counter, gauge, render
 from connectors.runtime import metrics
+from connectors.runtime.metrics import counter, gauge, render
 
 
 def test_labels_in_any_order_are_one_series() -> None:
