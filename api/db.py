@@ -1,8 +1,12 @@
 """The API's database access: a connection pool and per-request tenant transactions.
 
+>>> db = Database("postgresql://streamforge:streamforge@127.0.0.1:5433/streamforge")
+>>> db.role, db.pool.closed                # nothing connects before open()
+('streamforge_api', True)
+>>> _ENTER                                 # the first statement of every request transaction
+"SELECT set_config('role', %s, true), set_config('streamforge.tenant', %s, true)"
 >>> import asyncio
 >>> async def demo() -> None:
-...     db = Database("postgresql://streamforge:streamforge@127.0.0.1:5433/streamforge")
 ...     await db.open()
 ...     async with db.tenant("plant-a") as conn:
 ...         await conn.execute("SELECT count(*) FROM readings")  # plant-a's rows only

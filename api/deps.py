@@ -5,6 +5,17 @@
 >>> @router.get("/whoami")
 ... async def whoami(caller: Principal = Depends(require("viewer"))) -> dict[str, str]:
 ...     return {"tenant": caller.tenant, "role": caller.role}
+>>> [r.path for r in router.routes]
+['/whoami']
+
+A role check admits a caller whose role is at least the one asked for,
+and answers 403 otherwise:
+
+>>> import asyncio
+>>> asyncio.run(require("operator")(Principal("plant-a", "viewer", "alice")))
+Traceback (most recent call last):
+    ...
+fastapi.exceptions.HTTPException: 403: this needs the operator role; you are viewer
 
 A route that queries asks for :func:`tenant_db`: a connection inside a
 transaction that runs as the API role with ``streamforge.tenant`` set to

@@ -5,6 +5,15 @@
 ...                             "/tmp/streamforge-flows")
 >>> asyncio.run(supervisor.reconcile_once())  # doctest: +SKIP
 
+What a flow process runs, and the directory a tenant's flows live in (a
+tenant name may hold ``/`` or ``..``, the directory name never does):
+
+>>> from pathlib import Path
+>>> default_command(Path("/tmp/store"))[1:]
+['-m', 'bytewax.run', 'flows.ingest', '-r', '/tmp/store', '-s', '5', '-b', '30']
+>>> _directory_name("plant/../a")
+'plant____a-be943187cc'
+
 A flow is a name and a :class:`schemas.config.PipelineConfig` stored in
 the ``flows`` table with its *desired* state (``running`` / ``stopped``)
 and a ``generation`` a restart request increments. The supervisor

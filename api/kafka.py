@@ -7,6 +7,19 @@
 ...     producer.close()
 >>> asyncio.run(demo())  # doctest: +SKIP
 
+A batch is settled message by message as delivery reports arrive; the
+first error fails the whole ``send`` (the answer is then 503):
+
+>>> async def one_refused() -> None:
+...     batch = _Batch(asyncio.get_running_loop(), "streamforge.raw", 2, _Batch.resolve)
+...     batch.settle(1, None)                               # acknowledged
+...     batch.settle(1, "Broker: Message size too large")   # refused
+...     await batch.future
+>>> asyncio.run(one_refused())
+Traceback (most recent call last):
+    ...
+api.kafka.KafkaUnavailableError: Broker: Message size too large
+
 :meth:`AsyncProducer.send` queues a batch of messages and returns once
 Kafka acknowledged all of them (``acks=all``, idempotent producer), or
 raises :class:`KafkaUnavailableError` with the first error: the API answers only

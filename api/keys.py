@@ -10,6 +10,12 @@ once; the database keeps only its SHA-256)::
 It connects as the application user (``STREAMFORGE_DATABASE_URL`` or
 ``--database-url``), applies pending migrations, and writes ``api_keys``
 directly: whoever can run this can already read the database.
+:func:`create_key` checks its arguments before it touches the database:
+
+>>> create_key(None, "plant-a", "root")
+Traceback (most recent call last):
+    ...
+ValueError: role must be one of viewer, operator, admin
 """
 
 from __future__ import annotations

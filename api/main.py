@@ -1,9 +1,11 @@
 """The StreamForge REST API: ``uvicorn api.main:app`` (docs at /docs, schema at /openapi.json).
 
 >>> from fastapi.testclient import TestClient
->>> with TestClient(create_app(ApiSettings())) as client:  # doctest: +SKIP
-...     client.get("/healthz").json()
+>>> TestClient(create_app(ApiSettings())).get("/healthz").json()   # start-up not run
 {'status': 'ok', 'checks': {}}
+>>> with TestClient(create_app(ApiSettings())) as client:  # doctest: +SKIP
+...     client.get("/readyz").json()                      # start-up needs the database
+{'status': 'ok', 'checks': {'database': 'ok', 'kafka': 'ok'}}
 
 On start it applies pending migrations, grants the API database role its
 rights (``schemas/sql/004_api.sql``) and refuses to start if that role is
@@ -89,8 +91,8 @@ class StreamForgeApp(FastAPI):
 
     ``FastAPI.__call__`` asks OpenTelemetry whether tracing is configured
     (providers, environment) and runs the error and body-limit middleware
-    on every request: on a single-reading ingest that was a tenth of the
-    request's cost. :func:`api.routers.ingest.serve_ingest` needs none of it
+    on every request: on a single-reading ingest that is a sizeable part of
+    the request's cost. :func:`api.routers.ingest.serve_ingest` needs none of it
     (it answers every error itself); everything else goes through FastAPI.
     """
 

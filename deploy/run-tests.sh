@@ -29,5 +29,9 @@ echo "== lint (ruff, mypy, import layers)"
 "$VENV/bin/mypy" flows connectors api schemas
 "$VENV/bin/lint-imports"
 
+echo "== doctests (the examples in the docstrings, run against the .py sources)"
+STREAMFORGE_PURE_PYTHON=1 "$VENV/bin/python" -m pytest -p no:cacheprovider -q \
+    --doctest-modules flows connectors schemas api
+
 echo "== tests"
 "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

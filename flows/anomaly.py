@@ -17,10 +17,11 @@ recovery resumes them exactly.
 ``build_detector(DetectorConfig(type=...))`` selects one:
 
 - ``default``: :class:`~flows.regime_detector.RegimeDetector`, StreamForge's
-  own (about 3 µs per value, 400 bytes of pickled state per series).
+  own: the cheapest per value, with a small pickled state per series.
 - ``halfspacetrees``: river's ``HalfSpaceTrees`` on min-max scaled values
-  (``n_trees=10, height=8, window_size=250``; ~50 µs per value, 170 KB per series).
-- ``gaussian``: river's ``GaussianScorer`` (``2 * |CDF(y) - 0.5|``; 4 KB).
+  (``n_trees=10, height=8, window_size=250``): much slower per value,
+  and its trees make the state per series far larger.
+- ``gaussian``: river's ``GaussianScorer`` (``2 * |CDF(y) - 0.5|``; a small state).
 - ``zscore``: river's ``StandardAbsoluteDeviation``, its ``|z|`` mapped to
   [0, 1] so that ``|z| = 4`` scores 0.9.
 """
@@ -82,7 +83,7 @@ class HalfSpaceTreesDetector(_RiverDetector):
     def __init__(self, **params: Any) -> None:
         options: dict[str, Any] = {"n_trees": 10, "height": 8, "window_size": 250, "seed": 42}
         options.update(params)
-        from river import anomaly, preprocessing  # river takes ~2 s to import: only when used
+        from river import anomaly, preprocessing  # river is slow to import: only when used
 
         self.scaler = preprocessing.MinMaxScaler()
         self.model = anomaly.HalfSpaceTrees(**options)

@@ -35,7 +35,6 @@ import gc
 import os
 import signal
 import sys
-from collections import defaultdict
 from typing import Any
 
 import bytewax.operators as op
@@ -45,101 +44,16 @@ from bytewax.outputs import FixedPartitionedSink, Sink
 
 from connectors.runtime.compiled import compiled_modules
 from connectors.runtime.logs import configure_logging, get_logger
-from connectors.runtime.metrics import counter
 from connectors.runtime.outputs import Output, RoutedOutput, flatten_outputs
 from connectors.runtime.registry import build_sink, build_source
 from flows.config import PipelineConfig, load_pipeline_config
-from flows.decode import decode_payload
-from flows.series import bucket_of, series_logic_builder
-from schemas.config import ConfigError, DecodeConfig
+from flows.operators import decode
+from flows.series import series_logic_builder
+from schemas.config import ConfigError
 from schemas.kinds import ALL_OUTPUT_KINDS, OutputKind
-from schemas.models import Alarm, DeadLetter, RawMessage, Reading
 from schemas.settings import Settings
 
 log = get_logger("flows.ingest")
-
-READINGS_IN = counter("streamforge_readings_total", "Valid readings entering the flow, by source")
-DEAD_LETTERS_IN = counter(
-    "streamforge_decode_dead_letters_total", "Payloads or items rejected by decode, by source"
-)
-
-Keyed = tuple[str, list[Reading]]
-"""A chunk of readings of one bucket of series, keyed by the bucket."""
-
-DEAD_LETTER_KEY = "dead_letter"
-
-
-class Decoder:
-    """The ``decode`` step: readings grouped into chunks per series bucket, dead letters apart.
-
-    A batch of source items becomes one ``(bucket, [readings])`` item per
-    bucket it touches plus one ``("dead_letter", ("dead_letter", [dead letters]))``
-    item (a routed output, :data:`connectors.runtime.outputs.RoutedOutput`), so
-    the keyed step downstream is handed a few chunks instead of one item
-    per reading (see :mod:`connectors.runtime.outputs` on why chunks).
-    """
-
-    def __init__(self, config: DecodeConfig, buckets: int) -> None:
-        self.config = config
-        self.buckets = buckets
-        # (tenant, device, metric) -> bucket key; bounded by the number of
-        # series (crc32 once each)
-        self._bucket: dict[tuple[str, str, str], str] = {}
-
-    def _key(self, reading: Reading | Alarm) -> str:
-        series = (reading.tenant, reading.device, reading.metric)
-        bucket = self._bucket.get(series)
-        if bucket is None:
-            bucket = self._bucket[series] = bucket_of("/".join(series), self.buckets)
-        return bucket
-
-    def __call__(self, items: list[Any]) -> list[tuple[str, Any]]:
-        """Decode a batch of source items (``Reading``, ``RawMessage``, or operators'
-        ``Alarm`` actions, which are routed like readings of their series)."""
-        # bucket -> its chunk; defaultdict: no throwaway list per item, as
-        # setdefault(key, []) would make
-        chunks: defaultdict[str, list[Reading | Alarm]] = defaultdict(list)
-        dead_letters: list[Any] = []
-        key = self._key
-        decoded: dict[str, int] = {}
-        rejected: dict[str, int] = {}
-        for item in items:
-            if type(item) is Reading:
-                decoded[item.source] = decoded.get(item.source, 0) + 1
-                chunks[key(item)].append(item)
-            elif type(item) is RawMessage:
-                readings, dead = decode_payload(item, self.config)
-                for r in readings:
-                    chunks[key(r)].append(r)
-                dead_letters.extend(dead)
-                decoded[item.source] = decoded.get(item.source, 0) + len(readings)
-                if dead:
-                    rejected[item.source] = rejected.get(item.source, 0) + len(dead)
-            elif type(item) is Alarm:
-                # An operator's action (connectors.kafka.alarm_actions): to its series' bucket.
-                chunks[key(item)].append(item)
-            elif type(item) is DeadLetter:
-                dead_letters.append(item)
-            else:
-                # A connector bug, not bad data: still never crash the flow.
-                log.error(
-                    "unexpected item from a source",
-                    extra={"step": "decode", "type": type(item).__name__},
-                )
-        # Counted once per batch and source: a locked counter per item would
-        # cost more than passing a trusted reading through.
-        for source, n in decoded.items():
-            READINGS_IN.inc(n, source=source)
-        for source, n in rejected.items():
-            DEAD_LETTERS_IN.inc(n, source=source)
-        out: list[tuple[str, Any]] = list(chunks.items())
-        if dead_letters:
-            out.append((DEAD_LETTER_KEY, ("dead_letter", dead_letters)))
-        return out
-
-
-def _is_readings(item: tuple[str, Any]) -> bool:
-    return item[0] != DEAD_LETTER_KEY
 
 
 def _values(items: list[RoutedOutput]) -> list[Output]:
@@ -187,12 +101,10 @@ def build_flow(
     inputs = [op.input(f"in_{i}", flow, src) for i, src in enumerate(sources)]
     raw: Stream[Any] = inputs[0] if len(inputs) == 1 else op.merge("inputs", *inputs)
 
-    decoded = op.flat_map_batch("decode", raw, Decoder(config.decode, config.series_buckets))
-    split = op.branch("split_decoded", decoded, _is_readings)
-    keyed: Stream[Keyed] = split.trues
-    dead: Stream[RoutedOutput] = split.falses
+    decoded = decode("decode", raw, config.decode, config.series_buckets)
+    dead: Stream[RoutedOutput] = decoded.dead_letters
 
-    processed = op.stateful_batch("series", keyed, series_logic_builder(config))
+    processed = op.stateful_batch("series", decoded.readings, series_logic_builder(config))
     # Keyed by the bucket that made them: a partitioned sink (Kafka, TimescaleDB)
     # writes them on the worker that made them (connectors.runtime.routing).
     routed: Stream[RoutedOutput] = op.merge("outputs", processed, dead)

@@ -18,9 +18,9 @@ The whole state pickles, so Bytewax recovery resumes alarms, open windows
 and detectors exactly where a crashed run left them.
 
 Input: chunks (lists) of readings of one bucket (the decode step groups a
-batch by bucket), and operators' alarm actions (:class:`schemas.models.Alarm`
-records from the API, applied to the alarm's tracker: see
-:mod:`flows.alarm_lifecycle`). Output: ``(kind, records)`` chunks, one per kind per
+batch by bucket), and operators' alarm actions
+(:class:`schemas.models.AlarmAction`, from the API, applied to the alarm's
+tracker: see :mod:`flows.alarm_lifecycle`). Output: ``(kind, records)`` chunks, one per kind per
 activation (see :mod:`connectors.runtime.outputs`).
 """
 
@@ -42,7 +42,7 @@ from flows.classify import Classifier, to_log_record
 from flows.config import PipelineConfig
 from flows.events import EventDetector
 from flows.rollups import RollupState
-from schemas.models import Alarm, AnomalyScore, Reading, Rollup, is_number
+from schemas.models import Alarm, AlarmAction, AnomalyScore, Reading, Rollup, is_number
 
 OPERATOR_ACTIONS = counter(
     "streamforge_operator_actions_total",
@@ -208,11 +208,11 @@ class SeriesProcessor:
             for reading in chunk:
                 key = f"{reading.tenant}/{reading.device}/{reading.metric}"
                 entry = series.get(key)
-                if type(reading) is Alarm:  # an operator's action (see flows.alarm_lifecycle)
+                if type(reading) is AlarmAction:  # an operator's (see flows.alarm_lifecycle)
                     if entry is None:
                         OPERATOR_ACTIONS.inc(outcome="unknown")
                     else:
-                        self.follow(entry[0], reading, out)
+                        self.follow(entry[0], reading.record, out)
                     continue
                 if entry is None:
                     entry = series[key] = [self.new_state(reading), reading]
@@ -278,7 +278,7 @@ def bucket_of(series: str, buckets: int) -> str:
     return str(zlib.crc32(series.encode()) % buckets)
 
 
-class SeriesBucketLogic(StatefulBatchLogic[list[Reading], Output, Any]):
+class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, Any]):
     """Bytewax adapter of :class:`SeriesProcessor` for one *bucket* of series.
 
     The step is keyed by bucket (:func:`bucket_of`, ``series_buckets`` in the
@@ -326,7 +326,7 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading], Output, Any]):
             self._deadline = None
         self._refresh_at = now + self.idle_timeout / 4
 
-    def on_batch(self, values: list[list[Reading]]) -> tuple[list[Output], bool]:
+    def on_batch(self, values: list[list[Reading | AlarmAction]]) -> tuple[list[Output], bool]:
         """Process chunks of readings of this bucket's series, in arrival order."""
         out = OutputChunks()
         now = time.time()

@@ -13,6 +13,7 @@ Traceback (most recent call last):
 pydantic_core._pydantic_core.ValidationError: 1 validation error for ClassificationRule
 colour
   Extra inputs are not permitted [type=extra_forbidden, input_value='red', input_type=str]
+    ...
 """
 
 from __future__ import annotations

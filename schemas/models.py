@@ -151,6 +151,52 @@ class Alarm:
     comment: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AlarmAction:
+    """An operator's acknowledgement or clear of an alarm, on its way to the alarm's tracker.
+
+    The API stores the operator's transition as the alarm's next
+    :class:`Alarm` record and publishes that record on the operator actions
+    topic; the flow reads it back wrapped in an ``AlarmAction``, so that no
+    step can mistake it for a transition the flow made itself (only the
+    series step applies it, to the tracker of its rule). It travels with the
+    readings of its series, hence the ``tenant``, ``device`` and ``metric``.
+
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> ack = Alarm(id="a1", tenant="default", device="press-1", metric="temp", rule="hot",
+    ...             kind="threshold", severity="major", state="acknowledged",
+    ...             transition="acknowledged", seq=2, ts=t, raised_at=t, value=None,
+    ...             threshold=90.0, message="temp above 90", acknowledged_by="ops")
+    >>> action = AlarmAction(ack)
+    >>> action.device, action.metric, action.transition
+    ('press-1', 'temp', 'acknowledged')
+    """
+
+    record: Alarm
+    """The operator's transition as the API stored it (``acknowledged`` or ``cleared``)."""
+
+    @property
+    def tenant(self) -> str:
+        """The tenant of the alarm's series."""
+        return self.record.tenant
+
+    @property
+    def device(self) -> str:
+        """The device of the alarm's series."""
+        return self.record.device
+
+    @property
+    def metric(self) -> str:
+        """The metric of the alarm's series."""
+        return self.record.metric
+
+    @property
+    def transition(self) -> AlarmTransition:
+        """What the operator did: ``acknowledged`` or ``cleared``."""
+        return self.record.transition
+
+
 @dataclass(slots=True)
 class LogRecord:
     """A log line a device reported (a reading classified as ``log``)."""

@@ -3,9 +3,21 @@
 Each function returns a record's fields in declaration order, values as they
 are: ``orjson.dumps(reading_fields(r), option=orjson.OPT_UTC_Z)`` writes the
 same bytes as pydantic's ``dump_json`` for a :class:`schemas.models.Reading`
-(``tests/unit/test_models.py`` checks every field of every type here), in a
-third of the time. :func:`schemas.models.to_json` and the Kafka producer use
-them; setup.py compiles this module (no Python frame per record).
+(``tests/unit/test_models.py`` checks every field of every type here), much
+faster, since nothing is validated or converted on the way.
+:func:`schemas.models.to_json` and the Kafka producer use them; setup.py
+compiles this module (no Python frame per record).
+
+>>> from datetime import UTC, datetime
+>>> from schemas.models import Reading, adapter
+>>> r = Reading(device="press-1", metric="temperature", value=71.5,
+...             ts=datetime(2026, 1, 1, tzinfo=UTC))
+>>> fields = reading_fields(r)
+>>> list(fields)[:5], fields["value"]
+(['device', 'metric', 'ts', 'value', 'tenant'], 71.5)
+>>> import orjson
+>>> orjson.dumps(fields, option=orjson.OPT_UTC_Z) == adapter(Reading).dump_json(r)
+True
 """
 
 from __future__ import annotations

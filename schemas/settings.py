@@ -3,8 +3,10 @@
 Defaults match the local services started by ``make up`` (see
 ``deploy/services.sh``), so nothing needs configuring on a development box.
 
->>> Settings().kafka_bootstrap_servers
+>>> Settings.model_fields["kafka_bootstrap_servers"].default
 '127.0.0.1:9092'
+>>> Settings(log_level="DEBUG").log_level       # an argument wins over the environment
+'DEBUG'
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 >>> import httpx
 >>> httpx.post("http://127.0.0.1:8000/alarms/0f0e.../acknowledge",
 ...            json={"comment": "on it"}, headers={"X-API-Key": "sfk_..."})  # doctest: +SKIP
+>>> [(r.path, *r.methods) for r in router.routes]
+[('/alarms', 'GET'), ('/alarms/{alarm_id}', 'GET'),
+ ('/alarms/{alarm_id}/acknowledge', 'POST'), ('/alarms/{alarm_id}/clear', 'POST')]
 
 An action is one more transition of the alarm (``seq`` + 1, as
 :mod:`flows.alarm_lifecycle` numbers them): the ``alarms`` row is updated

@@ -5,6 +5,8 @@
 ...                  headers={"X-API-Key": "sfk_..."}).json()  # doctest: +SKIP
 >>> page["items"][0]  # doctest: +SKIP
 {'device': 'press-1', 'last_seen': '...', 'metrics': ['temperature'], 'active_alarms': 0}
+>>> [(r.path, *r.methods) for r in router.routes]
+[('/devices', 'GET'), ('/devices/{device}', 'GET')]
 
 A device is known by its stored readings (telemetry). The list walks the
 readings index ``(tenant, device, metric, ts)`` with a loose index scan

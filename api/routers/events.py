@@ -4,6 +4,8 @@
 >>> httpx.get("http://127.0.0.1:8000/events", params={"device": "press-1"},
 ...           headers={"X-API-Key": "sfk_..."}).json()  # doctest: +SKIP
 {'items': [{'device': 'press-1', 'metric': 'state.mode', ...}], 'next_cursor': None}
+>>> [(r.path, *r.methods) for r in router.routes]
+[('/events', 'GET')]
 """
 
 from __future__ import annotations

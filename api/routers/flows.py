@@ -4,11 +4,19 @@
 >>> httpx.post("http://127.0.0.1:8000/flows", headers={"X-API-Key": "sfk_...admin..."},
 ...            json={"name": "plant-sim", "config": {"sources": [{"type": "simulator"}]}},
 ...            )  # doctest: +SKIP
+>>> sorted({r.path for r in router.routes})
+['/flows', '/flows/{name}', '/flows/{name}/restart', '/flows/{name}/start', '/flows/{name}/stop']
 
 Reading needs the viewer role, everything else admin. A config is
 validated as :class:`schemas.config.PipelineConfig` (422 naming each bad
 field) and stored with ``tenant`` and ``decode.default_tenant`` set to the
-caller's tenant. Start, stop and restart record the wish and answer 202;
+caller's tenant:
+
+>>> config = _validated({"sources": [{"type": "simulator"}]}, "plant-a")
+>>> config["tenant"], config["decode"]["default_tenant"], config["sources"][0]["type"]
+('plant-a', 'plant-a', 'simulator')
+
+Start, stop and restart record the wish and answer 202;
 the supervisor (:mod:`api.flows`) acts within about a second and the
 status (``running`` / ``stopped`` / ``crashed``, pids, uptime, restarts,
 last error) comes from it.

@@ -6,6 +6,8 @@
 ...                  {"device": "press-1", "metric": "pressure", "value": "NaN"}],
 ...            ).json()  # doctest: +SKIP
 {'accepted': 1, 'rejected': 1, 'errors': [{'index': 1, 'reason': 'value: ...'}]}
+>>> [(r.path, *r.methods) for r in router.routes]
+[('/ingest', 'POST')]
 
 The body is one reading (a JSON object) or a batch (a JSON array of
 objects), decoded by :func:`flows.decode.decode_payload` with
@@ -19,7 +21,14 @@ one reading, an array for several), which a flow with a Kafka source
 reads (its decoder takes both; ``source`` becomes ``kafka``); rejected items
 go to the dead-letter topic with their reason as well. The answer comes
 once Kafka acknowledged them (``acks=all``): 200 means stored; 503 means
-Kafka did not take them and the client should retry.
+Kafka did not take them and the client should retry. A batch of three
+readings of two devices is two messages:
+
+>>> t = datetime(2026, 1, 1, tzinfo=UTC)
+>>> batch = [Reading(device=d, metric="temperature", ts=t, value=v)
+...          for d, v in [("press-1", 71.5), ("press-2", 64.0), ("press-1", 71.7)]]
+>>> [(key, value[:1]) for key, value, _headers in _reading_messages(batch)]
+[(b'default/press-1', b'['), (b'default/press-2', b'{')]
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@
 >>> httpx.post("http://127.0.0.1:8000/keys", json={"role": "viewer", "name": "grafana"},
 ...            headers={"X-API-Key": "sfk_...admin..."}).json()["key"]  # doctest: +SKIP
 'sfk_1a2b3c4d_...'
+>>> [(r.path, *r.methods) for r in router.routes]
+[('/keys', 'GET'), ('/keys', 'POST'), ('/keys/{key_id}', 'DELETE')]
 
 The first admin key of a tenant comes from the command line
 (``python -m api.keys create --tenant default --role admin``).

@@ -3,6 +3,10 @@
 >>> import httpx
 >>> httpx.get("http://127.0.0.1:8000/readyz").json()  # doctest: +SKIP
 {'status': 'ok', 'checks': {'database': 'ok', 'kafka': 'ok'}}
+>>> [r.path for r in router.routes]
+['/healthz', '/readyz', '/metrics']
+>>> asyncio.run(healthz())                 # liveness checks nothing but the process
+Health(status='ok', checks={})
 """
 
 from __future__ import annotations

@@ -5,6 +5,14 @@
 ...               params={"device": "press-1", "metric": "temperature",
 ...                       "start": "2026-01-01T00:00:00Z"},
 ...               headers={"X-API-Key": "sfk_..."})  # doctest: +SKIP
+>>> [r.path for r in router.routes]
+['/readings', '/rollups', '/readings.csv', '/rollups.csv']
+
+A CSV export is named after its series, whatever characters the device
+name holds:
+
+>>> print(content_disposition("press 1/temperature.csv"))
+attachment; filename="press_1_temperature.csv"; filename*=UTF-8''press%201%2Ftemperature.csv
 
 Pages are keyset-paginated on ``ts`` (readings) or ``window_start``
 (rollups): each page's ``next_cursor`` resumes after its last row, so a page

@@ -6,6 +6,15 @@
 >>> ensure_topics(admin, KafkaSinkConfig().topic_specs())  # doctest: +SKIP
 {'streamforge.telemetry': 'created', ..., 'streamforge.dead_letters': 'created'}
 
+What it is given, one spec per topic (configured name, partitions and
+retention), and that an empty request sends nothing:
+
+>>> spec = KafkaSinkConfig().topic_specs()[0]
+>>> spec.name, spec.partitions, spec.configs()
+('streamforge.telemetry', 3, {'retention.ms': '604800000'})
+>>> ensure_topics(admin, [])
+{}
+
 :func:`ensure_topics` is idempotent: a topic that exists is left as it is,
 except that its ``retention.ms`` is set to the configured value when it
 differs (an incremental config change, safe at any time). Its partition

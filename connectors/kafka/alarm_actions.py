@@ -5,13 +5,21 @@ transition and writes the same :class:`schemas.models.Alarm` record to the
 operator actions topic (default ``streamforge.alarm_actions``, key
 ``tenant/device``). :class:`AlarmActionSource` reads that topic, one Bytewax
 partition per Kafka partition with offsets in the recovery store (it is a
-:class:`connectors.kafka.source.KafkaRawSource`), and yields the records as
-``Alarm`` items; the decode step routes each to the bucket of its series
-and the series step applies it to the alarm's tracker
-(:mod:`flows.alarm_lifecycle` explains why the flow must know).
+:class:`connectors.kafka.source.KafkaRawSource`), and yields each record
+wrapped in a :class:`schemas.models.AlarmAction`; the decode step routes it
+to the bucket of its series and the series step applies it to the alarm's
+tracker (:mod:`flows.alarm_lifecycle` explains why the flow must know).
 
-A message that is not an alarm record becomes a dead letter (step
-``alarm_actions``) with the reason; the flow goes on.
+A message that is not an operator's transition becomes a dead letter (step
+``alarm_actions``) with the reason; the flow goes on:
+
+>>> from datetime import UTC, datetime
+>>> def message(payload: bytes) -> RawMessage:
+...     return RawMessage(payload=payload, source="kafka", received_at=datetime.now(UTC))
+>>> parse_action(message(b'{"id": 1}')).reason
+'not an alarm record: id: Input should be a valid string'
+>>> parse_action(message(b"not json")).step
+'alarm_actions'
 
 Without recovery state a partition starts at the end of the topic: a flow
 starting afresh has no alarm to apply older actions to.
@@ -27,7 +35,7 @@ from connectors.kafka.source import KafkaPartition, KafkaRawSource
 from connectors.kafka.source_config import KafkaSourceConfig
 from schemas.config import OperatorActionsConfig
 from schemas.decode_reasons import payload_text
-from schemas.models import Alarm, DeadLetter, RawMessage, adapter
+from schemas.models import Alarm, AlarmAction, DeadLetter, RawMessage, adapter
 from schemas.settings import Settings
 
 __all__ = ["AlarmActionSource", "parse_action"]
@@ -35,7 +43,7 @@ __all__ = ["AlarmActionSource", "parse_action"]
 _ACTIONS = ("acknowledged", "cleared")
 
 
-def parse_action(raw: RawMessage) -> Alarm | DeadLetter:
+def parse_action(raw: RawMessage) -> AlarmAction | DeadLetter:
     """The operator's alarm transition in one message, or a dead letter saying why not."""
     try:
         alarm: Alarm = adapter(Alarm).validate_json(raw.payload)
@@ -45,7 +53,7 @@ def parse_action(raw: RawMessage) -> Alarm | DeadLetter:
         return _dead(raw, f"not an alarm record: {where}: {first['msg']}")
     if alarm.transition not in _ACTIONS:
         return _dead(raw, f"transition {alarm.transition!r} is not an operator action")
-    return alarm
+    return AlarmAction(alarm)
 
 
 def _dead(raw: RawMessage, reason: str) -> DeadLetter:
@@ -63,12 +71,12 @@ def _dead(raw: RawMessage, reason: str) -> DeadLetter:
 
 class _ActionPartition(KafkaPartition):
     def next_batch(self) -> list[Any]:
-        """The partition's next messages as Alarm records (or dead letters)."""
+        """The partition's next messages as alarm actions (or dead letters)."""
         return [parse_action(raw) for raw in super().next_batch()]
 
 
 class AlarmActionSource(KafkaRawSource):
-    """Alarm records from the operator actions topic (see the module docstring)."""
+    """Operators' alarm actions from their topic (see the module docstring)."""
 
     def __init__(self, config: OperatorActionsConfig, settings: Settings | None = None) -> None:
         super().__init__(

@@ -4,10 +4,23 @@
     python -m connectors.kafka.alerts --webhook https://hooks.slack.com/services/T0/B0/XX
     python -m connectors.kafka.alerts --from-beginning --max-messages 10 --group audit
 
-A printed line looks like (:func:`connectors.stdout.sink.format_text`)::
+A message of the alarms topic becomes a printed line like this one
+(:func:`connectors.runtime.outputs.format_text`):
 
-    2026-01-01T00:00:05.000Z *** ALARM RAISED *** [major] default/press-1 rule=hot
-        state=raised value=96.5 -- temperature 96.5 above 90
+>>> from datetime import UTC, datetime
+>>> from schemas.models import to_json
+>>> t = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)
+>>> value = to_json(Alarm(id="a1", tenant="default", device="press-1", metric="temperature",
+...     rule="hot", kind="threshold", severity="major", state="raised", transition="raised",
+...     seq=1, ts=t, raised_at=t, value=96.5, threshold=90.0,
+...     message="temperature 96.5 above 90"))
+>>> print(alarm_line(parse_alarm(value)))
+2026-01-01T00:00:05.000Z *** ALARM RAISED *** [major] default/press-1 rule=hot
+    state=raised value=96.5 -- temperature 96.5 above 90
+>>> parse_alarm(b'{"id": "a1"}')
+Traceback (most recent call last):
+    ...
+ValueError: not an alarm: Field required
 
 With ``--webhook`` each transition is POSTed as JSON, Slack-compatible: a
 top-level ``"text"`` (the line above) plus ``"alarm"`` (the full record as

@@ -10,10 +10,19 @@
 >>> r = Reading("press-1", "temperature", datetime(2026, 1, 1, tzinfo=timezone.utc), 71.5)
 >>> flow = Dataflow("to_kafka")
 >>> outputs = op.input("in", flow, TestingSource([("0", ("telemetry", [r]))]))
->>> op.output("kafka", outputs, KafkaOutputSink(KafkaSinkConfig(), Settings()))
+>>> sink = KafkaOutputSink(KafkaSinkConfig(), Settings())
+>>> op.output("kafka", outputs, sink)
 >>> run_main(flow)  # doctest: +SKIP
 >>> # kcat -b 127.0.0.1:9092 -C -t streamforge.telemetry -e -f '%k %h %s\\n'
 >>> # default/press-1 schema-version=1,kind=telemetry {"device":"press-1",...}
+
+Before anything is sent: the partitions, where a series bucket's records
+go, and the sink ``flush: batch`` builds instead:
+
+>>> len(sink.list_parts()), sink.part_fn("default/press-1/temperature")
+(240, 140)
+>>> type(make_kafka_sink(KafkaSinkConfig(flush="batch"), Settings())).__name__
+'KafkaBatchFlushSink'
 
 Topics (``topic_prefix`` + name, defaults): ``streamforge.telemetry``,
 ``.events``, ``.alarms``, ``.logs``, ``.rollups``, ``.anomaly_scores``,
@@ -46,36 +55,25 @@ keyed by the series bucket that made them, and has the
 :mod:`connectors.runtime.routing`:
 a bucket's records go to a partition on the worker that processed the
 bucket, so they never cross to another process, and each process writes
-through one producer of its own. (Partitions by output kind, as before,
-sent every kind's records from all workers to one worker.)
+through one producer of its own. (Partitions by output kind would send
+every kind's records from all workers to one worker.)
 
 **Alarms do not wait for a batch.** The ``immediate_kinds`` (default:
 alarms) go through a second producer per process with no ``linger``. With
-one producer, an alarm waited up to ``linger`` (10 ms) for its topic's batch
-to fill; in the end-to-end benchmark at 5,000 readings/s this moved the
-alarm's time from ``produce()`` to a consumer from 12.8-14.5 ms to 2.3-3.2
-ms at p50 (3 runs each). Each kind always uses the same producer, so a
-device's records of a kind keep their order; snapshots flush both.
+one producer, an alarm would wait up to ``linger`` for its topic's batch to
+fill; with its own producer it reaches consumers sooner. Each kind always
+uses the same producer, so a device's records of a kind keep their order;
+snapshots flush both.
 
-**Why snapshot flushes and not per batch.** Measured in
-``tests/bench/bench_kafka.py`` (``tests/bench/reports/kafka.json``; 2 cores
-shared with the broker, load average ~4, 200k readings, best of 3) against
-:class:`KafkaBatchFlushSink`, a ``DynamicSink`` that flushes at the end of
-every ``write_batch`` (what ``bytewax.connectors.kafka.KafkaSink`` does):
-
-====================  ==============  ===========
-Bytewax batch size    snapshot flush  batch flush
-====================  ==============  ===========
-1000                  84k records/s   72k /s
-50                    66k records/s   24k /s
-====================  ==============  ===========
-
-A flush per batch costs a broker round trip per batch, so it loses the
-more the smaller the batches a flow hands over (a lightly loaded flow hands
-small ones); snapshot flushes keep librdkafka's batching. (Serialising
-alone, ``to_json`` + key, runs at ~230k/s: the rest is librdkafka's
-``produce`` with headers, ~5 µs a record here.) :func:`make_kafka_sink`
-builds :class:`KafkaBatchFlushSink` for ``flush: batch``.
+**Why snapshot flushes and not per batch.** :class:`KafkaBatchFlushSink`
+is a ``DynamicSink`` that flushes at the end of every ``write_batch`` (what
+``bytewax.connectors.kafka.KafkaSink`` does). A flush per batch costs a
+broker round trip per batch, so it loses the more the smaller the batches
+a flow hands over (a lightly loaded flow hands small ones); snapshot
+flushes keep librdkafka's batching. Most of a record's cost is
+librdkafka's ``produce``, not serialising it. The comparison is
+``tests/bench/bench_kafka.py``. :func:`make_kafka_sink` builds
+:class:`KafkaBatchFlushSink` for ``flush: batch``.
 
 **Order.** A series is processed on one worker and written by that
 worker's producer, and the key ``tenant/device`` picks the Kafka

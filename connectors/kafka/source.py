@@ -15,6 +15,15 @@
 >>> out[0].origin  # doctest: +SKIP
 'streamforge.raw/0/0'
 
+A recovery store remembers offsets per ``<topic>/<n>`` partition, so a
+store written for another topic is refused before anything connects:
+
+>>> KafkaRawSource(config, settings).build_part("kafka", "plant-b.raw/0", None)
+Traceback (most recent call last):
+    ...
+ValueError: partition 'plant-b.raw/0' is not of topic 'streamforge.raw': the recovery store
+belongs to a flow with another topic
+
 In a pipeline config it is one more source (``flows.ingest`` decodes its
 items like MQTT payloads)::
 
@@ -49,10 +58,8 @@ errors are logged (at most one line per 10 s per partition) and counted in
 nothing meanwhile; nothing is raised. An empty payload (a tombstone) goes
 to the decoder like any other and becomes a dead letter with a reason.
 
-**Speed** (``tests/bench/bench_kafka.py``, 2 cores shared with the broker):
-1M small JSON readings from 3 partitions at ~186k messages/s into a
-Bytewax flow, ~44k/s through the decode step as well (decoding is the
-bottleneck, not Kafka). ``produce_raw`` preloads at ~35k readings/s.
+**Speed.** Reading is not the bottleneck of a flow with this source:
+decoding is (``tests/bench/bench_kafka.py`` measures both).
 """
 
 from __future__ import annotations
@@ -131,9 +138,9 @@ class KafkaPartition(StatefulSourcePartition[RawMessage, int | None]):
             "enable.auto.offset.store": False,
             "auto.offset.reset": config.start,
             "enable.partition.eof": False,
-            # Prefetch deeper than the default 100k messages: reading a
-            # backlog here doubled from ~140k to ~290k messages/s. Memory
-            # stays bounded by queued.max.messages.kbytes (64 MiB/partition).
+            # Prefetch deeper than librdkafka's default: a backlog is read
+            # much faster. Memory stays bounded by queued.max.messages.kbytes
+            # (64 MiB/partition).
             "queued.min.messages": 1_000_000,
             "error_cb": self._on_error,
             "logger": LIBRDKAFKA_LOG,

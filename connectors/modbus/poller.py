@@ -13,6 +13,27 @@
 >>> buffer.drain()  # doctest: +SKIP
 [Reading(device='press-1', metric='_status.online', ..., value=True, ...), ...]
 
+One poll, with a stand-in for the device's connection and a fixed clock:
+
+>>> class FakeConnection:
+...     def __init__(self, device): self.answers = True
+...     def read(self, unit_id, function, address, count):
+...         if not self.answers:
+...             raise ModbusReadError("timeout", answered=False)
+...         return [215] * count
+...     def close(self): pass
+>>> poller = ConnectionPoller("press-1", config.devices, tenant="plant-a",
+...                           status_metric="_status.online", emit=buffer.put,
+...                           connect=FakeConnection, wall=lambda: 1767225600.0)
+>>> group = poller.schedules[0]
+>>> [(r.metric, r.value, r.ts.isoformat()) for r in poller.poll(group)]
+[('_status.online', True, '2026-01-01T00:00:00+00:00'), ('t', 215, '2026-01-01T00:00:00+00:00')]
+>>> [(r.metric, r.value) for r in poller.poll(group)]          # status only on a change
+[('t', 215)]
+>>> poller.connection.answers = False
+>>> [(r.metric, r.value, r.attributes) for r in poller.poll(group)]
+[('_status.online', False, {'error': 'timeout'})]
+
 Each (device, group) polls on absolute times ``start + k * interval`` of the
 monotonic clock, so the schedule never drifts; the delay between a poll's
 planned and actual start is its *jitter* (kept in :class:`PollStats`). A

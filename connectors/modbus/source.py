@@ -1,28 +1,32 @@
 """Modbus input: poll device registers into readings, one Bytewax partition per connection.
 
-```python
-from bytewax import operators as op
-from bytewax.dataflow import Dataflow
-from bytewax.testing import run_main
+>>> from bytewax import operators as op
+>>> from bytewax.dataflow import Dataflow
+>>> from bytewax.testing import run_main
+>>> config = ModbusSourceConfig.model_validate({
+...     "tenant": "plant-a",
+...     "devices": [{
+...         "name": "press-1", "host": "127.0.0.1", "port": 5020, "unit_id": 1,
+...         "groups": [{"interval": "1s", "tags": [
+...             {"metric": "temperature", "address": 0, "type": "float32", "unit": "degC"},
+...             {"metric": "running", "function": "coil", "address": 0},
+...         ]}],
+...     }],
+... })
+>>> source = ModbusSource(config)
+>>> flow = Dataflow("modbus-example")
+>>> readings = op.input("modbus", flow, source)
+>>> op.inspect("show", readings)
+Stream(...)
+>>> run_main(flow)   # polls until interrupted  # doctest: +SKIP
 
-from connectors.modbus.source import ModbusSource
-from connectors.modbus.config import ModbusSourceConfig
+Nothing connects before the flow runs; the partitions and the requests of
+each poll are known from the config alone:
 
-config = ModbusSourceConfig.model_validate({
-    "tenant": "plant-a",
-    "devices": [{
-        "name": "press-1", "host": "127.0.0.1", "port": 5020, "unit_id": 1,
-        "groups": [{"interval": "1s", "tags": [
-            {"metric": "temperature", "address": 0, "type": "float32", "unit": "degC"},
-            {"metric": "running", "function": "coil", "address": 0},
-        ]}],
-    }],
-})
-flow = Dataflow("modbus-example")
-readings = op.input("modbus", flow, ModbusSource(config))
-op.inspect("show", readings)
-run_main(flow)   # polls until interrupted
-```
+>>> source.list_parts()
+['press-1']
+>>> [(r["function"], r["address"], r["count"], r["tags"]) for r in describe_source_plan(config)]
+[('coil', 0, 1, ['running']), ('holding_register', 0, 2, ['temperature'])]
 
 The source is a ``FixedPartitionedSource`` whose partitions are connections:
 a device, or all devices naming the same ``gateway`` (one serial line or TCP
@@ -33,7 +37,7 @@ other, so a blocking read of a dead device there would stall every other
 device on that worker. Instead each partition runs a
 :class:`~connectors.modbus.poller.ConnectionPoller` on its own thread (drift-free
 schedule, timeouts, retries, exponential backoff, online status readings) that
-hands each poll to a bounded :class:`~connectors.modbus.poller.PollBuffer`;
+hands each poll to a bounded :class:`~connectors.modbus.buffer.PollBuffer`;
 ``next_batch`` only drains that buffer and never blocks, and ``next_awake``
 paces idle partitions (``drain_interval``).
 

@@ -7,6 +7,17 @@
 >>> connection.read(1, "holding_register", 0, 10)  # doctest: +SKIP
 [0, 17, 42, ...]
 
+A device that does not answer (here: nothing listens on its port) is a
+:class:`ModbusReadError` with ``answered`` false, after the retries:
+
+>>> silent = ModbusDevice.model_validate({"name": "press-2", "host": "127.0.0.1", "port": 1,
+...                                       "groups": [{"tags": [{"metric": "t", "address": 0}]}]})
+>>> try:
+...     ModbusConnection(silent).read(1, "holding_register", 0, 10)
+... except ModbusReadError as exc:
+...     print(exc.reason, exc.answered)
+connect failed (2 attempts) False
+
 A blocking pymodbus client, used only from the connection's own polling
 thread (:mod:`connectors.modbus.poller`). Every failure raises
 :class:`ModbusReadError`, which says whether the device answered (an

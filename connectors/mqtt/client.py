@@ -35,9 +35,9 @@ class _Client(mqtt.Client):
 
     paho 2.x's ``loop_read`` ignores its ``max_packets`` argument and reads a
     single packet per ``select()`` round (plus a write and keep-alive pass);
-    draining what the socket already holds cut the CPU per received message
-    by ~40% here (MQTT 5: ~170 -> ~100 µs). Falls back to paho's own
-    ``loop_read`` if its private reader is not there.
+    draining what the socket already holds saves that per-round overhead on
+    every received message. Falls back to paho's own ``loop_read`` if its
+    private reader is not there.
     """
 
     _BURST = 256

@@ -6,6 +6,17 @@ machinery. paho's network thread runs the ``_on_*`` callbacks; Bytewax's
 worker thread runs ``next_batch``, ``snapshot`` and ``close``. They share
 only the deque (appends and pops are atomic), an Event that wakes a waiting
 producer, and a lock around the connection generation and acknowledgements.
+
+A partition connects when it is built and says at once why it cannot:
+
+>>> from connectors.mqtt.client import MqttConnectError, parse_broker_url
+>>> config = MqttSourceConfig(subscriptions=[{"topic": "plant/{device}/{metric}"}],
+...                           connect_timeout=0.01)
+>>> try:
+...     MqttPartition(config, parse_broker_url("mqtt://127.0.0.1:1"), "streamforge-0")
+... except MqttConnectError as exc:            # nothing listens on port 1
+...     print(exc)
+MQTT broker 127.0.0.1:1 not reachable within 0.01 s: ...Connection refused
 """
 
 from __future__ import annotations

@@ -1,27 +1,31 @@
 """Read MQTT topics into a Bytewax dataflow as :class:`~schemas.models.RawMessage` items.
 
-Runnable example (a broker on 127.0.0.1:1883, as ``make up`` starts)::
+A flow reading two topic layouts (it runs against a broker on
+127.0.0.1:1883, as ``make up`` starts; nothing connects before it runs):
 
-    import bytewax.operators as op
-    from bytewax.connectors.stdio import StdOutSink
-    from bytewax.dataflow import Dataflow
+>>> import bytewax.operators as op
+>>> from bytewax.connectors.stdio import StdOutSink
+>>> from bytewax.dataflow import Dataflow
+>>> from flows.decode import decode_many
+>>> from schemas.config import DecodeConfig
+>>> config = MqttSourceConfig(subscriptions=[
+...     {"topic": "plant/{site}/{device}/{metric}", "format": "number"},
+...     {"topic": "batch/{device}", "format": "array"},
+... ])
+>>> flow = Dataflow("mqtt_demo")
+>>> raw = op.input("mqtt", flow, MqttSource(config))
+>>> decoded = op.flat_map_batch("decode", raw, lambda batch: decode_many(batch, DecodeConfig()))
+>>> op.output("out", decoded, StdOutSink())
+>>> # python -m bytewax.run demo:flow -s 1
+>>> # mosquitto_pub -q 1 -t plant/north/press-1/temperature -m 71.5
 
-    from connectors.mqtt.source import MqttSource
-    from flows.decode import decode_many
-    from schemas.config import DecodeConfig
-    from connectors.mqtt.config import MqttSourceConfig
+Two clients share the subscriptions, so the broker gives each message to
+one of them:
 
-    config = MqttSourceConfig(subscriptions=[
-        {"topic": "plant/{site}/{device}/{metric}", "format": "number"},
-        {"topic": "batch/{device}", "format": "array"},
-    ])
-    flow = Dataflow("mqtt_demo")
-    raw = op.input("mqtt", flow, MqttSource(config))
-    decoded = op.flat_map_batch("decode", raw, lambda batch: decode_many(batch, DecodeConfig()))
-    op.output("out", decoded, StdOutSink())
-
-    # python -m bytewax.run demo:flow -s 1
-    # mosquitto_pub -q 1 -t plant/north/press-1/temperature -m 71.5
+>>> source = MqttSource(MqttSourceConfig(url="mqtt://broker.example", clients=2,
+...     shared_group="plant", subscriptions=[{"topic": "plant/{device}/{metric}"}]))
+>>> source.list_parts(), str(source.address)
+(['0', '1'], 'broker.example:1883')
 
 Each item is ``RawMessage(payload, source="mqtt", received_at, origin=<topic>,
 defaults=<fields from the topic template and the subscription's defaults>,

@@ -11,7 +11,18 @@ in the syntax ``browse_path`` accepts) and data type::
 Standard nodes (namespace 0, e.g. the Server object) and properties
 (HasProperty references such as EURange) are skipped: they are rarely what
 one wants to record. The walk follows hierarchical references, at most
-``max_depth`` levels and ``limit`` variables.
+``max_depth`` levels and ``limit`` variables. With ``--yaml`` the result is
+a ``nodes:`` fragment to paste into the config:
+
+>>> found = [BrowsedVariable("ns=2;s=Line1.Temperature", "2:Plant/2:Line1/2:Temperature",
+...                          "Double", "Line1", "Temperature")]
+>>> print(format_yaml(found))
+nodes:
+  - browse_path: '2:Plant/2:Line1/2:Temperature'   # ns=2;s=Line1.Temperature, Double
+    device: 'Line1'
+    metric: 'Temperature'
+>>> path_element(ua.QualifiedName("Line/1", 2))     # reserved characters are escaped
+'2:Line&/1'
 """
 
 from __future__ import annotations

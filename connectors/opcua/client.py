@@ -1,7 +1,13 @@
 """Build and connect an asyncua Client from an endpoint config, and say clearly why it failed.
 
-    client = await make_client(endpoint_cfg)   # security, certificates, credentials
-    await connect(client, endpoint_cfg)        # raises OpcuaOpenError when retrying cannot help
+>>> import asyncio
+>>> endpoint = {"name": "line1", "url": "opc.tcp://127.0.0.1:4840",
+...             "nodes": [{"node_id": "ns=2;i=1", "device": "press-1", "metric": "temperature"}]}
+>>> endpoint_cfg = OpcuaEndpointConfig.model_validate(endpoint)
+>>> client = asyncio.run(make_client(endpoint_cfg))   # security, certificates, credentials
+>>> client.server_url.geturl()
+'opc.tcp://127.0.0.1:4840'
+>>> asyncio.run(connect(client, endpoint_cfg))  # OpcuaOpenError: no use retrying  # doctest: +SKIP
 
 Errors come in two kinds. *Transient* ones (refused, timed out, reset) are
 retried with backoff by the session. *Configuration* ones are raised as
@@ -12,6 +18,17 @@ rejected, a private key that does not match its certificate, a missing
 file. The connect is staged (socket, hello, secure channel, session) so a
 server that accepts TCP but drops a Basic256Sha256 secure channel is
 reported as a security problem instead of an endless "connection closed".
+Certificate and key files are checked before anything connects:
+
+>>> secure = OpcuaEndpointConfig.model_validate({**endpoint,
+...     "security_policy": "Basic256Sha256", "security_mode": "SignAndEncrypt",
+...     "certificate": "/nonexistent/client-cert.der",
+...     "private_key": "/nonexistent/client-key.pem"})
+>>> check_key_pair(secure)
+Traceback (most recent call last):
+    ...
+connectors.opcua.client.OpcuaOpenError: OPC UA endpoint 'line1' (opc.tcp://127.0.0.1:4840):
+cannot read certificate /nonexistent/client-cert.der: No such file or directory
 """
 
 from __future__ import annotations

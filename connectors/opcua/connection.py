@@ -1,9 +1,26 @@
 """One connection to an OPC UA endpoint: subscribe or poll, hand readings over, watch its health.
 
-    connection = Connection(plan, buffer, client)   # client: connected asyncua Client
-    await connection.start()                        # subscription + monitored items, or polling
-    await connection.watch(stop)                    # raises ConnectionLostError when it dies
-    await connection.close()
+>>> import asyncio
+>>> from connectors.opcua.config import OpcuaEndpointConfig
+>>> cfg = OpcuaEndpointConfig.model_validate({"name": "line1", "url": "opc.tcp://127.0.0.1:4840",
+...     "nodes": [{"node_id": "ns=2;i=1", "device": "press-1", "metric": "temperature"}]})
+>>> plan, buffer = NodePlan(cfg, tenant="default"), HandoffBuffer(cfg.buffer_size, cfg.name)
+>>> async def one_connection(client: Client, stop: asyncio.Event) -> None:
+...     connection = Connection(plan, buffer, client)   # client: connected asyncua Client
+...     await connection.start()           # subscription + monitored items, or polling
+...     try:
+...         await connection.watch(stop)   # raises ConnectionLostError when it dies
+...     finally:
+...         await connection.close()
+>>> asyncio.run(one_connection(client, stop))  # doctest: +SKIP
+
+Why a connection died is logged in words, also for exceptions without a
+message:
+
+>>> describe(TimeoutError()), describe(ConnectionLostError("socket closed"))
+('TimeoutError', 'socket closed')
+>>> describe(ConnectionRefusedError(111, "Connection refused"))
+'ConnectionRefusedError: [Errno 111] Connection refused'
 
 A Connection is never reused: :mod:`connectors.opcua.session` makes a new
 one (new client, session, subscription) for every attempt. ``watch``

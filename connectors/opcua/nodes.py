@@ -1,7 +1,30 @@
 """The configured nodes of an endpoint: parsed addresses, resolution on a server, request building.
 
-    plan = NodePlan(endpoint_cfg, tenant="default")   # parses; ValueError on a bad address
-    failures = await plan.resolve(client, nodes)       # fills node.node_id, returns failures
+>>> from connectors.opcua.config import OpcuaEndpointConfig
+>>> endpoint_cfg = OpcuaEndpointConfig.model_validate({
+...     "name": "line1", "url": "opc.tcp://127.0.0.1:4840",
+...     "nodes": [{"node_id": "ns=2;s=Line1.Temperature", "device": "press-1",
+...                "metric": "temperature", "unit": "degC"},
+...               {"browse_path": "2:Plant/2:Line1/2:Pressure", "device": "press-1",
+...                "metric": "pressure"}]})
+>>> plan = NodePlan(endpoint_cfg, tenant="default")   # parses; ValueError on a bad address
+>>> [(n.handle, n.target.metric, n.node_id) for n in plan.nodes]
+[(1, 'temperature', None), (2, 'pressure', None)]
+>>> nodes = plan.fresh()
+>>> import asyncio
+>>> failures = asyncio.run(plan.resolve(client, nodes))  # fills node_id  # doctest: +SKIP
+>>> parse_node_id("Line1.Temperature")
+Traceback (most recent call last):
+    ...
+ValueError: 'Line1.Temperature' is not an OPC UA node id like ns=2;i=1001 or ns=2;s=Line1.Temp
+
+Once resolved, a node becomes a monitored item (node settings over the
+endpoint's defaults; the client handle is its position in the config):
+
+>>> nodes[0].node_id = parse_node_id("ns=2;s=Line1.Temperature")
+>>> params = plan.item_request(nodes[0]).RequestedParameters
+>>> params.ClientHandle, params.QueueSize
+(1, 10)
 
 Addresses are parsed once (when the source is built) and resolved on every
 connection: ``nsu=`` namespace URIs against the server's namespace array,

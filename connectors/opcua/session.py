@@ -1,8 +1,24 @@
 """Keep one OPC UA endpoint connected and its readings flowing, across server restarts.
 
-    buffer = HandoffBuffer(cfg.buffer_size, cfg.name)
-    session = EndpointSession(cfg, tenant="default", buffer=buffer)
-    await session.run(stop_event)        # returns when stop_event is set
+>>> import asyncio
+>>> cfg = OpcuaEndpointConfig.model_validate({"name": "line1", "url": "opc.tcp://127.0.0.1:4840",
+...     "nodes": [{"node_id": "ns=2;s=Line1.Temperature", "device": "press-1",
+...                "metric": "temperature"}]})
+>>> buffer = HandoffBuffer(cfg.buffer_size, cfg.name)
+>>> session = EndpointSession(cfg, tenant="default", buffer=buffer)
+>>> session.opened.is_set(), [n.target.device for n in session.plan.nodes]
+(False, ['press-1'])
+>>> stop_event = asyncio.Event()
+>>> asyncio.run(session.run(stop_event))  # returns when stop_event is set  # doctest: +SKIP
+
+The nodes are parsed when the session is made, so a typo fails there and
+not at the first connect:
+
+>>> typo = cfg.model_copy(update={"nodes": [cfg.nodes[0].model_copy(update={"node_id": "Temp"})]})
+>>> EndpointSession(typo, tenant="default", buffer=buffer)
+Traceback (most recent call last):
+    ...
+ValueError: 'Temp' is not an OPC UA node id like ns=2;i=1001 or ns=2;s=Line1.Temp
 
 Reconnect design. Every connection attempt builds a *new* asyncua Client,
 session and subscription (a :class:`~connectors.opcua.connection.Connection`);

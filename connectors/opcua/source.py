@@ -11,6 +11,8 @@
 >>> flow = Dataflow("opcua_demo")
 >>> readings = op.input("opcua", flow, OpcuaSource(config))
 >>> op.output("out", readings, TestingSink([]))  # doctest: +SKIP
+>>> OpcuaSource(config).list_parts()      # one partition per endpoint, by name
+['line1']
 
 Command line helpers::
 

@@ -1,12 +1,22 @@
 """Structured JSON logs: one JSON object per line on stderr.
 
 >>> log = get_logger("connectors.mqtt.source")
+>>> log.name
+'streamforge.connectors.mqtt.source'
 >>> log.info("connected", extra={"device": "broker", "step": "connect"})  # doctest: +SKIP
-{"ts": "...", "level": "info", "component": "connectors.mqtt.source", "msg": "connected",
- "device": "broker", "step": "connect"}
+{"ts": "...", "level": "info", "component": "streamforge.connectors.mqtt.source",
+ "msg": "connected", "device": "broker", "step": "connect"}
 
 Pass context (``device``, ``step``, ``source``, counts) in ``extra``; every
-key there becomes a field of the JSON line.
+key there becomes a field of the JSON line, as :class:`JsonFormatter` writes it:
+
+>>> record = logging.makeLogRecord({
+...     "name": log.name, "levelname": "INFO", "msg": "connected", "created": 1767225600.0,
+...     "device": "broker", "step": "connect"})
+>>> print(JsonFormatter().format(record))
+{"ts": "2026-01-01T00:00:00.000+00:00", "level": "info",
+ "component": "streamforge.connectors.mqtt.source", "msg": "connected",
+ "device": "broker", "step": "connect"}
 """
 
 from __future__ import annotations

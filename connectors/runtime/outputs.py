@@ -4,9 +4,9 @@ Every flow produces one stream of ``(kind, records)`` items, where ``kind`` is
 an :data:`schemas.kinds.OutputKind` (``"telemetry"``, ``"alarm"``, ...) and
 ``records`` a *chunk*: a list of records of that kind from
 :mod:`schemas.models` (a single record is accepted too). Chunks, not one item
-per record, because every item crossing a Bytewax operator costs about a
-microsecond of routing: the series step emits one chunk per kind per
-activation, so a reading and its outputs cost a fraction of an item each.
+per record, because every item crossing a Bytewax operator has a fixed
+routing cost: the series step emits one chunk per kind per activation, so a
+reading and its outputs cost a fraction of an item each.
 A sink is any Bytewax sink of such items; :func:`iter_outputs` walks them
 record by record:
 

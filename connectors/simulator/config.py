@@ -1,4 +1,15 @@
-"""Configuration of the built-in plant simulator source."""
+"""Configuration of the built-in plant simulator source: plant size, pace, replay and anomalies.
+
+>>> config = SimulatorSourceConfig(devices=3, metrics=4, start="2026-01-01T00:00:00Z")
+>>> config.replay_start().isoformat(), config.rate, config.limit
+('2026-01-01T00:00:00+00:00', 50.0, None)
+>>> SimulatorSourceConfig(devices=0)
+Traceback (most recent call last):
+    ...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for SimulatorSourceConfig
+devices
+  Input should be greater than or equal to 1 ...
+"""
 
 from __future__ import annotations
 

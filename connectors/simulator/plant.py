@@ -301,7 +301,7 @@ class PlantSimulator:
         tenant, good, source = repeat(self.config.tenant), repeat("good"), repeat("simulator")
         out: list[Reading] = []
         for row, ts in zip(values.tolist(), stamps, strict=True):
-            # map() builds the readings without a Python-level loop body: ~10% faster.
+            # map() builds the readings without a Python-level loop body, which is faster.
             out += map(Reading, dn, mn, repeat(ts), row, tenant, good, source, un)
         return out
 

@@ -1,23 +1,20 @@
 """StreamForge's seeded, deterministic plant simulator as a Bytewax source.
 
-```python
-from datetime import datetime, timezone
-
-from bytewax import operators as op
-from bytewax.connectors.stdio import StdOutSink
-from bytewax.dataflow import Dataflow
-from bytewax.testing import run_main
-
-from connectors.simulator.source import SimulatorSource
-from connectors.simulator.config import SimulatorSourceConfig
-
-config = SimulatorSourceConfig(devices=10, metrics=5, rate=0, limit=1000, partitions=2,
-                               start=datetime(2026, 1, 1, tzinfo=timezone.utc))
-flow = Dataflow("simulated-plant")
-readings = op.input("plant", flow, SimulatorSource(config))
-op.output("out", op.map("show", readings, repr), StdOutSink())
-run_main(flow)   # exactly 1000 readings, then EOF
-```
+>>> from datetime import datetime, timezone
+>>> from bytewax import operators as op
+>>> from bytewax.dataflow import Dataflow
+>>> from bytewax.testing import TestingSink, run_main
+>>> config = SimulatorSourceConfig(devices=10, metrics=5, rate=0, limit=1000, partitions=2,
+...                                start=datetime(2026, 1, 1, tzinfo=timezone.utc))
+>>> flow = Dataflow("simulated-plant")
+>>> readings = op.input("plant", flow, SimulatorSource(config))
+>>> out: list = []
+>>> op.output("out", readings, TestingSink(out))
+>>> run_main(flow)                        # exactly 1000 readings, then EOF
+>>> len(out), len({(r.device, r.metric) for r in out}), max(r.ts for r in out).isoformat()
+(1000, 50, '2026-01-01T00:00:19+00:00')
+>>> partition_devices(config, 1), partition_quota(config, partition_devices(config, 1))
+([1, 3, 5, 7, 9], 500)
 
 The plant itself (metrics, behaviours, injected anomalies and their ground
 truth) lives in :mod:`connectors.simulator.plant` and is usable without

@@ -5,6 +5,18 @@
 ...     detect_edition(c)  # doctest: +SKIP
 'apache'
 
+The decision, from the one row the query returns (here from a stand-in
+for the connection):
+
+>>> class Answer:
+...     def __init__(self, row): self.row = row
+...     def execute(self, sql): return self
+...     def fetchone(self): return self.row
+>>> edition_info(Answer(("2.17.2", True, "apache")))
+EditionInfo(edition='apache', installed_version='2.17.2', available=True, license='apache')
+>>> [detect_edition(Answer(row)) for row in [(None, True, None), ("2.17.2", True, "timescale")]]
+['none', 'timescale']
+
 - ``"none"``: plain PostgreSQL (the extension is not installed in this
   database). Tables are ordinary tables; retention deletes rows by time.
 - ``"apache"``: TimescaleDB under the Apache license (e.g. Debian's

@@ -12,9 +12,9 @@ A :class:`TableSpec` says how a batch of one record type is written: binary
 connection, emptied at every commit), then one or more ``INSERT ... SELECT
 ... ON CONFLICT`` statements that merge it into the real tables. For the
 tables that only ever ignore a known key (``direct``), the writer first
-tries a ``COPY`` straight into the table, which is twice as fast, and falls
-back to staging when the unique index reports a key already stored (a
-replay). Either way, the natural keys are what make writes idempotent:
+tries a ``COPY`` straight into the table, which skips the staging table's
+extra pass, and falls back to staging when the unique index reports a key
+already stored (a replay). Either way, the natural keys are what make writes idempotent:
 
 ========================  ====================================  =====================
 table                     natural key                           on conflict

@@ -9,8 +9,18 @@
 >>> r = Reading("press-1", "temperature", datetime(2026, 1, 1, tzinfo=timezone.utc), 71.5)
 >>> flow = Dataflow("to_timescale")
 >>> outputs = op.input("in", flow, TestingSource([("0", ("telemetry", [r]))]))
->>> op.output("db", outputs, TimescaleSink(TimescaleSinkConfig()))
+>>> sink = TimescaleSink(TimescaleSinkConfig())
+>>> op.output("db", outputs, sink)
 >>> run_main(flow)  # doctest: +SKIP
+>>> sink.part_fn("default/press-1/temperature")   # the partition on the bucket's worker
+140
+
+A record the database refuses is kept as a dead letter that names the
+table and the reason (and the record's own time, so a replay stores it once):
+
+>>> dead = _dead_letter(r, "readings", "invalid byte sequence")
+>>> dead.origin, dead.reason, dead.received_at == r.ts
+('timescale/readings', 'database refused Reading for readings: invalid byte sequence', True)
 
 Tables, keys and merge rules: :mod:`connectors.timescale.rows` and
 ``schemas/sql/``; the edition (plain PostgreSQL, Apache or full

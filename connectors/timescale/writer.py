@@ -10,6 +10,16 @@
 >>> writer.write({READINGS: [r]})  # the same again: nothing new  # doctest: +SKIP
 {'readings': 0}
 
+Without a database (nothing listens on port 1) the error reaches the
+caller and the writer holds no connection; the next write reconnects:
+
+>>> offline = TimescaleWriter("postgresql://streamforge@127.0.0.1:1/streamforge")
+>>> try:
+...     offline.write({READINGS: [r]})
+... except psycopg.OperationalError:
+...     print("refused; connection:", offline.conn)
+refused; connection: None
+
 :meth:`TimescaleWriter.write` stages every table's records with one binary
 ``COPY`` each and merges them with ``INSERT ... ON CONFLICT``
 (:mod:`connectors.timescale.rows`), all in one transaction: a batch is

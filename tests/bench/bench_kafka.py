@@ -48,7 +48,7 @@ from connectors.kafka.sink import KafkaBatchFlushSink, KafkaOutputSink
 from connectors.kafka.sink_config import KafkaSinkConfig, TopicSpec
 from connectors.kafka.source import KafkaRawSource
 from connectors.kafka.source_config import KafkaSourceConfig
-from flows.ingest import Decoder
+from flows.operators import Decoder
 from schemas.config import DecodeConfig
 from schemas.kinds import ALL_OUTPUT_KINDS
 from schemas.models import Reading, to_json
@@ -166,7 +166,7 @@ def bench_source(n: int, repeat: int, settings: Settings) -> tuple[dict[str, flo
             flow = Dataflow("bench_kafka_source")
             stream = op.input("kafka", flow, KafkaRawSource(config, settings))
             if decode:
-                stream = op.flat_map_batch("decode", stream, Decoder(DecodeConfig()))  # type: ignore[arg-type]
+                stream = op.flat_map_batch("decode", stream, Decoder(DecodeConfig(), 64))
             sink = CountSink()
             op.output("count", stream, sink)
             run_main(flow)

@@ -23,7 +23,7 @@ from flows.alarms import AnomalyAlarmTracker, ThresholdAlarmTracker
 from flows.config import PipelineConfig
 from flows.series import SeriesBucketLogic, SeriesProcessor
 from schemas.config import AnomalyConfig, ThresholdAlarmRule
-from schemas.models import Alarm, DeadLetter, RawMessage, Reading, to_json
+from schemas.models import Alarm, AlarmAction, DeadLetter, RawMessage, Reading, to_json
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -200,7 +200,7 @@ def test_series_step_routes_actions_to_the_alarms_tracker() -> None:
     (raised,) = [r for k, r in flatten_outputs(out) if k == "alarm"]
     ack = api_action(raised, "acknowledge")
     stray = dataclasses.replace(ack, device="unknown-device")
-    logic.on_batch([[ack, stray]])
+    logic.on_batch([[AlarmAction(ack), AlarmAction(stray)]])
     out, _ = logic.on_batch([[reading(1, 70.0)]])
     (cleared,) = [r for k, r in flatten_outputs(out) if k == "alarm"]
     assert (cleared.transition, cleared.seq, cleared.acknowledged_by) == ("cleared", 3, "alice")
@@ -214,7 +214,7 @@ def test_action_messages_parse_or_become_dead_letters() -> None:
     def raw(payload: bytes) -> RawMessage:
         return RawMessage(payload, "kafka", at(5), "streamforge.alarm_actions/0/7")
 
-    assert parse_action(raw(to_json(ack))) == ack
+    assert parse_action(raw(to_json(ack))) == AlarmAction(ack)
     bad: Any = parse_action(raw(b'{"id": 1}'))
     assert isinstance(bad, DeadLetter) and bad.step == "alarm_actions"
     assert bad.reason.startswith("not an alarm record")
