@@ -9,6 +9,17 @@ or with a pipeline config, several processes and recovery::
     STREAMFORGE_CONFIG=deploy/pipeline.sample.yaml \\
         python -m bytewax.run flows.ingest -i 0 -a "localhost:2101;localhost:2102"
 
+Built from a config in a test, with a sink that collects ``(kind, record)`` pairs:
+
+>>> from collections import Counter
+>>> from bytewax.testing import TestingSink, run_main
+>>> config = PipelineConfig(sources=[{"type": "simulator", "devices": 1, "rate": 0,
+...                                   "limit": 100, "start": "2026-01-01T00:00:00Z"}])
+>>> out = []
+>>> run_main(build_flow(config, sinks=[TestingSink(out)]))
+>>> Counter(kind for kind, _record in out)
+Counter({'telemetry': 80, 'rollup': 12, 'event': 1})
+
 The shape of the flow::
 
     input(s) ─► decode ─┬─► key by series ─► series (classify, events, alarms,

@@ -14,6 +14,17 @@ state, a :class:`SeriesState`:
   detector and its alarm tracker;
 - for device alarm bits, a :class:`flows.alarms.DeviceAlarmTracker`.
 
+>>> from datetime import UTC, datetime
+>>> from flows.config import PipelineConfig
+>>> from schemas.models import Reading
+>>> processor = SeriesProcessor(PipelineConfig(
+...     alarms=[{"name": "hot", "metric": "temp", "levels": {"major": 90}}]))
+>>> logic = SeriesBucketLogic(processor, None)
+>>> at = datetime(2026, 1, 1, tzinfo=UTC)
+>>> outputs, _done = logic.on_batch([[Reading(device="press-1", metric="temp", ts=at, value=95.0)]])
+>>> [(kind, [getattr(r, "transition", r.value) for r in records]) for kind, records in outputs]
+[('telemetry', [95.0]), ('alarm', ['raised'])]
+
 The whole state pickles, so Bytewax recovery resumes alarms, open windows
 and detectors exactly where a crashed run left them.
 
@@ -98,7 +109,7 @@ class SeriesProcessor:
         self.threshold = config.anomaly.threshold
         # (datetime, its epoch seconds) of the last reading: readings of one
         # instant often share one datetime object (a simulator step, a
-        # gateway's batch), and timestamp() costs ~0.4 µs. One attribute, so
+        # gateway's batch), and timestamp() is not free. One attribute, so
         # worker threads sharing this processor never see half an update.
         self._epoch: tuple[datetime | None, float] = (None, 0.0)
 
