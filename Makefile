@@ -14,17 +14,21 @@ down:
 status:
 	bash deploy/services.sh status
 
-# The virtual environment, rebuilt when pyproject.toml or setup.py changes.
+# The virtual environment, rebuilt when pyproject.toml or setup.py changes. The
+# editable install builds no extension (STREAMFORGE_PURE_PYTHON=1): setuptools
+# would copy them beside the sources, where they shadow an edited .py.
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip 'setuptools>=77'
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	STREAMFORGE_PURE_PYTHON=1 $(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
-# The hot modules compiled by Cython (setup.py); rebuilt here when a compiled
-# .py or its .pxd changed since (cythonize skips the unchanged ones).
+# The kernels (flows/kernels/) compiled by Cython into build/kernels/ (setup.py);
+# only what changed since is rebuilt. Extensions beside the sources (an earlier
+# layout's, or a plain `pip install -e .`) are removed: they would shadow the .py.
 install: $(VENV)/.installed
-	$(PY) setup.py --quiet build_ext --inplace
+	find flows connectors schemas api \( -name '*.so' -o -name '*.c' \) -delete
+	$(PY) setup.py --quiet build_kernels
 
 # The whole suite: installs, starts the services it needs, runs lint and every
 # test, and stops the services it started.
@@ -51,4 +55,3 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build
-	rm -f flows/*.c flows/*.so connectors/*.c connectors/*.so schemas/*.c schemas/*.so

@@ -5,7 +5,3 @@ Each folder holds the connector's code, its config model (``config.py``), a
 :mod:`connectors.runtime` is what they all build on (logging, metrics, the
 output items, the registry through which the flow finds them).
 """
-
-from connectors.runtime.compiled import install_if_requested
-
-install_if_requested()  # STREAMFORGE_PURE_PYTHON=1: no compiled modules (see .runtime.compiled)

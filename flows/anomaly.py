@@ -16,7 +16,7 @@ recovery resumes them exactly.
 
 ``build_detector(DetectorConfig(type=...))`` selects one:
 
-- ``default``: :class:`~flows.regime_detector.RegimeDetector`, StreamForge's
+- ``default``: :class:`~flows.kernels.regime_detector.RegimeDetector`, StreamForge's
   own: the cheapest per value, with a small pickled state per series.
 - ``halfspacetrees``: river's ``HalfSpaceTrees`` on min-max scaled values
   (``n_trees=10, height=8, window_size=250``): much slower per value,
@@ -31,7 +31,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from flows.regime_detector import RegimeDetector, alarm_units_to_score
+from flows.kernels.regime_detector import RegimeDetector, alarm_units_to_score
 from schemas.config import DetectorConfig
 
 __all__ = [

@@ -29,7 +29,7 @@ The shape of the flow::
 ``decode`` turns untrusted payloads (:class:`schemas.models.RawMessage`)
 into readings and dead letters and never raises; readings from trusted
 sources (simulator, Modbus, OPC UA) pass straight through. The ``series``
-step is :mod:`flows.series`. Readings travel in chunks, one per bucket of
+step is :mod:`flows.kernels.series`. Readings travel in chunks, one per bucket of
 series per batch, and outputs in chunks, one per kind per activation, since
 every item crossing an operator costs Bytewax ~1 µs. The partitioned sinks
 (Kafka, TimescaleDB) receive the chunks still keyed by the bucket that made

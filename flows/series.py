@@ -1,387 +1,81 @@
-"""The one keyed pass over each time series: classify, detect, alarm, roll up, score.
+"""The series step assembled: what each new series keeps, and the Bytewax step that runs it.
 
-Everything StreamForge computes per (tenant, device, metric) happens in a
-single Bytewax ``stateful_batch`` step, so a reading is hashed, routed and
-looked up once however many things are done with it. The step is keyed by a
-bucket of series (:class:`SeriesBucketLogic`), each series keeping its own
-state, a :class:`SeriesState`:
-
-- the series' kind (telemetry, event, alarm or log), resolved from the
-  classification rules once, when the series first speaks;
-- for events, the last state (:class:`flows.events.EventDetector`);
-- for telemetry, the threshold alarm trackers of the rules that watch it,
-  the rollup windows (:class:`flows.rollups.RollupState`), the anomaly
-  detector and its alarm tracker;
-- for device alarm bits, a :class:`flows.alarms.DeviceAlarmTracker`.
+The loop over readings is the compiled kernel :mod:`flows.kernels.series`;
+this module decides, from the pipeline config, what the state of a series
+holds when it first speaks: its kind (classification rules, else numbers
+are telemetry and the rest events), the threshold alarm trackers of the
+rules that watch it, its rollup windows, its anomaly detector and alarm
+tracker, an event detector, or a device alarm tracker.
 
 >>> from datetime import UTC, datetime
 >>> from flows.config import PipelineConfig
 >>> from schemas.models import Reading
->>> processor = SeriesProcessor(PipelineConfig(
-...     alarms=[{"name": "hot", "metric": "temp", "levels": {"major": 90}}]))
->>> logic = SeriesBucketLogic(processor, None)
+>>> hot = {"name": "hot", "metric": "temp", "levels": {"major": 90}}
+>>> start = SeriesStart(PipelineConfig(alarms=[hot]))
 >>> at = datetime(2026, 1, 1, tzinfo=UTC)
->>> outputs, _done = logic.on_batch([[Reading(device="press-1", metric="temp", ts=at, value=95.0)]])
->>> [(kind, [getattr(r, "transition", r.value) for r in records]) for kind, records in outputs]
-[('telemetry', [95.0]), ('alarm', ['raised'])]
-
-The whole state pickles, so Bytewax recovery resumes alarms, open windows
-and detectors exactly where a crashed run left them.
-
-Input: chunks (lists) of readings of one bucket (the decode step groups a
-batch by bucket), and operators' alarm actions
-(:class:`schemas.models.AlarmAction`, from the API, applied to the alarm's
-tracker: see :mod:`flows.alarm_lifecycle`). Output: ``(kind, records)`` chunks, one per kind per
-activation (see :mod:`connectors.runtime.outputs`).
+>>> state = start(Reading(device="press-1", metric="temp", ts=at, value=20.0))
+>>> state.kind, [t.rule for t in state.threshold_alarms], state.rollups is not None
+('telemetry', ['hot'], True)
+>>> start(Reading(device="press-1", metric="door", ts=at, value="open")).kind
+'event'
 """
 
 from __future__ import annotations
 
-import time
-import zlib
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from bytewax.operators import StatefulBatchLogic
-
-from connectors.runtime.metrics import counter
-from connectors.runtime.outputs import Output
 from flows.alarms import AnomalyAlarmTracker, DeviceAlarmTracker, ThresholdAlarmTracker
 from flows.anomaly import build_detector
 from flows.classify import Classifier, to_log_record
 from flows.config import PipelineConfig
 from flows.events import EventDetector
-from flows.rollups import RollupState
-from schemas.models import Alarm, AlarmAction, AnomalyScore, Reading, Rollup, is_number
-
-OPERATOR_ACTIONS = counter(
-    "streamforge_operator_actions_total",
-    "Operators' alarm actions the flow followed, restated after a collision, or did not know",
-)
+from flows.kernels.rollups import RollupState
+from flows.kernels.series import SeriesBucketLogic, SeriesProcessor, SeriesState
+from schemas.models import Reading, is_number
 
 
-class SeriesState:
-    """Everything kept for one time series. Small, and picklable for recovery."""
-
-    __slots__ = (
-        "anomaly_alarm",
-        "detector",
-        "device_alarm",
-        "events",
-        "kind",
-        "rollups",
-        "threshold_alarms",
-    )
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.events: EventDetector | None = None
-        self.threshold_alarms: list[ThresholdAlarmTracker] = []
-        self.rollups: RollupState | None = None
-        self.detector: Any = None
-        self.anomaly_alarm: AnomalyAlarmTracker | None = None
-        self.device_alarm: DeviceAlarmTracker | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for name, value in state.items():
-            setattr(self, name, value)
-
-
-class SeriesProcessor:
-    """Creates series states from the pipeline config and runs readings through them.
-
-    Plain Python, usable without Bytewax (the unit tests drive it directly);
-    :class:`SeriesBucketLogic` adapts it to Bytewax's ``stateful_batch``.
-    """
+class SeriesStart:
+    """Builds the state of a series from the first reading it sends."""
 
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
         self.classifier = Classifier(config.classification)
         self.tiers = config.rollups.window_seconds()
-        self.rollups_on = config.rollups.enabled
-        self.anomaly_on = config.anomaly.enabled
-        self.emit_scores = config.anomaly.emit_scores
-        self.detector_name = config.anomaly.detector.type
-        self.threshold = config.anomaly.threshold
-        # (datetime, its epoch seconds) of the last reading: readings of one
-        # instant often share one datetime object (a simulator step, a
-        # gateway's batch), and timestamp() is not free. One attribute, so
-        # worker threads sharing this processor never see half an update.
-        self._epoch: tuple[datetime | None, float] = (None, 0.0)
 
-    def new_state(self, first: Reading) -> SeriesState:
-        """The state of a series, set up from the first reading it sends."""
+    def __call__(self, first: Reading) -> SeriesState:
+        """The state of the series ``first`` belongs to, as the config says."""
         kind = self.classifier.resolve(first.device, first.metric)
         if kind is None:
             kind = "telemetry" if is_number(first.value) else "event"
         state = SeriesState(kind)
+        config = self.config
         t, d, m = first.tenant, first.device, first.metric
         if kind == "telemetry":
             state.threshold_alarms = [
-                ThresholdAlarmTracker(rule, t, d, m)
-                for rule in self.config.alarms
-                if rule.matches(d, m)
+                ThresholdAlarmTracker(rule, t, d, m) for rule in config.alarms if rule.matches(d, m)
             ]
-            if self.rollups_on:
-                rc = self.config.rollups
+            if config.rollups.enabled:
+                rc = config.rollups
                 state.rollups = RollupState(self.tiers, rc.watermark_delay, rc.allowed_lateness)
-            if self.anomaly_on:
-                state.detector = build_detector(self.config.anomaly.detector)
-                state.anomaly_alarm = AnomalyAlarmTracker(self.config.anomaly, t, d, m)
+            if config.anomaly.enabled:
+                state.detector = build_detector(config.anomaly.detector)
+                state.anomaly_alarm = AnomalyAlarmTracker(config.anomaly, t, d, m)
         elif kind == "event":
             state.events = EventDetector()
         elif kind == "alarm":
             state.device_alarm = DeviceAlarmTracker(t, d, m)
         return state
 
-    def process(self, state: SeriesState, reading: Reading, out: OutputChunks) -> None:
-        """Run one reading through its series' state, appending outputs to ``out``."""
-        kind = state.kind
-        if kind == "telemetry":
-            out.telemetry.append(reading)
-            value = reading.value
-            # (is_number(), inlined: this runs for every reading)
-            if (type(value) is not float and type(value) is not int) or reading.quality == "bad":
-                # Bad-quality and non-numeric values are stored, but they must
-                # not move alarms, rollups or the detector's idea of normal.
-                return
-            value = float(value)
-            reading_ts = reading.ts
-            for tracker in state.threshold_alarms:
-                alarms = tracker.update(reading)
-                if alarms:
-                    out.alarm.extend(alarms)
-            if state.rollups is not None:
-                ts, epoch = self._epoch
-                if ts is not reading_ts:
-                    epoch = reading_ts.timestamp()
-                    self._epoch = (reading_ts, epoch)
-                produced: list[Any] = []
-                state.rollups.add(epoch, value, produced, reading)
-                for record in produced:
-                    if type(record) is Rollup:
-                        out.rollup.append(record)
-                    else:  # a value later than the allowed lateness
-                        out.dead_letter.append(record)
-            if state.detector is not None:
-                score = state.detector.score_one(reading_ts, value)
-                # The score travels on the reading itself: one telemetry record
-                # and one row per value, not two (see AnomalyConfig.emit_scores).
-                reading.score = score
-                if self.emit_scores:
-                    out.anomaly_score.append(
-                        AnomalyScore(
-                            reading.tenant,
-                            reading.device,
-                            reading.metric,
-                            reading_ts,
-                            value,
-                            score,
-                            self.detector_name,
-                            score >= self.threshold,
-                        )
-                    )
-                assert state.anomaly_alarm is not None
-                alarms = state.anomaly_alarm.update(reading_ts, value, score)
-                if alarms:
-                    out.alarm.extend(alarms)
-        elif kind == "event":
-            assert state.events is not None
-            event = state.events.update(reading)
-            if event is not None:
-                out.event.append(event)
-        elif kind == "alarm":
-            assert state.device_alarm is not None
-            out.alarm.extend(state.device_alarm.update(reading))
-        else:
-            out.log.append(to_log_record(reading))
 
-    def process_batch(
-        self,
-        chunks: list[list[Any]],
-        series: dict[str, list[Any]],
-        last_seen: dict[str, float],
-        now: float,
-        out: OutputChunks,
-    ) -> bool:
-        """Run chunks of readings (and operators' alarm actions) through their series.
-
-        ``series`` maps each series key to ``[SeriesState, last reading]`` and
-        gains an entry for every new series; ``last_seen`` gets ``now`` for
-        every series that sent a reading. True if one of those has rollups.
-        """
-        with_rollups = False
-        for chunk in chunks:
-            for reading in chunk:
-                key = f"{reading.tenant}/{reading.device}/{reading.metric}"
-                entry = series.get(key)
-                if type(reading) is AlarmAction:  # an operator's (see flows.alarm_lifecycle)
-                    if entry is None:
-                        OPERATOR_ACTIONS.inc(outcome="unknown")
-                    else:
-                        self.follow(entry[0], reading.record, out)
-                    continue
-                if entry is None:
-                    entry = series[key] = [self.new_state(reading), reading]
-                state = entry[0]
-                self.process(state, reading, out)
-                entry[1] = reading
-                last_seen[key] = now
-                if state.rollups is not None:
-                    with_rollups = True
-        return with_rollups
-
-    def follow(self, state: SeriesState, action: Alarm, out: OutputChunks) -> None:
-        """Apply an operator's alarm action to the tracker of its rule, if this series has one."""
-        trackers: list[Any] = list(state.threshold_alarms)
-        trackers += [t for t in (state.anomaly_alarm, state.device_alarm) if t is not None]
-        for tracker in trackers:
-            if tracker.rule == action.rule:
-                restated = tracker.follow(action)
-                out.alarm.extend(restated)
-                OPERATOR_ACTIONS.inc(outcome="restated" if restated else "followed")
-                return
-        OPERATOR_ACTIONS.inc(outcome="unknown")
-
-    def flush(self, state: SeriesState, out: OutputChunks, ident: Reading | None) -> None:
-        """Emit the series' open rollup windows (idle timeout or end of input)."""
-        if state.rollups is not None and ident is not None:
-            produced: list[Any] = []
-            state.rollups.flush(produced, ident)
-            for record in produced:
-                (out.rollup if type(record) is Rollup else out.dead_letter).append(record)
-
-
-class OutputChunks:
-    """The outputs of one activation of the series step, one list per kind.
-
-    :meth:`items` gives them as ``(kind, records)`` chunks (see
-    :mod:`connectors.runtime.outputs`), in a fixed kind order; within a kind, records
-    keep the order they were produced in, so a series' alarm transitions
-    stay in sequence.
-    """
-
-    __slots__ = ("alarm", "anomaly_score", "dead_letter", "event", "log", "rollup", "telemetry")
-
-    def __init__(self) -> None:
-        self.telemetry: list[Reading] = []
-        self.event: list[Any] = []
-        self.alarm: list[Any] = []
-        self.log: list[Any] = []
-        self.rollup: list[Any] = []
-        self.anomaly_score: list[Any] = []
-        self.dead_letter: list[Any] = []
-
-    def items(self) -> list[Output]:
-        """The non-empty chunks as ``(kind, records)`` items."""
-        return [(kind, getattr(self, kind)) for kind in _KIND_ORDER if getattr(self, kind)]
-
-
-_KIND_ORDER = ("telemetry", "event", "alarm", "log", "rollup", "anomaly_score", "dead_letter")
-
-
-def bucket_of(series: str, buckets: int) -> str:
-    """The Bytewax key of the bucket holding a series (stable across runs and processes)."""
-    return str(zlib.crc32(series.encode()) % buckets)
-
-
-class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, Any]):
-    """Bytewax adapter of :class:`SeriesProcessor` for one *bucket* of series.
-
-    The step is keyed by bucket (:func:`bucket_of`, ``series_buckets`` in the
-    config), not by series: Bytewax's per-key activation costs ~9 us, which at
-    10,000 series (one reading per series per batch) was a third of the
-    per-reading budget. A bucket holds many series and receives many readings
-    per activation; each series keeps its own :class:`SeriesState`.
-
-    The snapshot is ``{series: (SeriesState, last reading)}``: the last
-    reading names the series (tenant, device, metric, source) for records
-    emitted by the idle flush, when no reading is at hand.
-
-    Idle flush: a series with open rollup windows that received nothing for
-    ``idle_timeout`` (wall clock) emits them. The bucket asks Bytewax to wake
-    it at its earliest such deadline; a wake-up time is computed at most
-    every quarter of ``idle_timeout``, so a flush comes between 0.75 and 1.25
-    ``idle_timeout`` after a series' last reading.
-    """
-
-    __slots__ = ("_deadline", "_refresh_at", "idle_timeout", "last_seen", "processor", "series")
-
-    def __init__(self, processor: SeriesProcessor, resume: Any | None) -> None:
-        self.processor = processor
-        self.idle_timeout = processor.config.rollups.idle_timeout
-        # series key -> [SeriesState, last reading]
-        self.series: dict[str, list[Any]] = {}
-        # series key -> wall-clock time of its last reading (not snapshotted:
-        # after a resume every restored series counts as just seen).
-        self.last_seen: dict[str, float] = {}
-        self._deadline: datetime | None = None
-        self._refresh_at = 0.0
-        if resume is not None:
-            now = time.time()
-            for key, (state, ident) in resume.items():
-                self.series[key] = [state, ident]
-                self.last_seen[key] = now
-            self._schedule(now)
-
-    def _schedule(self, now: float) -> None:
-        if any(
-            s[0].rollups is not None and not s[0].rollups.is_empty() for s in self.series.values()
-        ):
-            self._deadline = datetime.fromtimestamp(now + self.idle_timeout, UTC)
-        else:
-            self._deadline = None
-        self._refresh_at = now + self.idle_timeout / 4
-
-    def on_batch(self, values: list[list[Reading | AlarmAction]]) -> tuple[list[Output], bool]:
-        """Process chunks of readings of this bucket's series, in arrival order."""
-        out = OutputChunks()
-        now = time.time()
-        # No wake-up set (the bucket was quiet): one is needed if a series with
-        # rollups spoke. Asked only then, so a bucket without rollups (events
-        # only) is not rescanned on every batch.
-        quiet = self._deadline is None
-        woken = self.processor.process_batch(values, self.series, self.last_seen, now, out)
-        if (quiet and woken) or now >= self._refresh_at:
-            self._schedule(now)
-        return out.items(), StatefulBatchLogic.RETAIN
-
-    def on_notify(self) -> tuple[list[Output], bool]:
-        """Emit the open rollup windows of this bucket's series that went quiet."""
-        out = OutputChunks()
-        now = time.time()
-        quiet_since = now - 0.75 * self.idle_timeout
-        flush = self.processor.flush
-        for key, (state, ident) in self.series.items():
-            if self.last_seen.get(key, 0.0) <= quiet_since:
-                flush(state, out, ident)
-        self._schedule(now)
-        return out.items(), StatefulBatchLogic.RETAIN
-
-    def on_eof(self) -> tuple[list[Output], bool]:
-        """End of a finite input: emit every open window."""
-        out = OutputChunks()
-        for state, ident in self.series.values():
-            self.processor.flush(state, out, ident)
-        self._deadline = None
-        return out.items(), StatefulBatchLogic.RETAIN
-
-    def notify_at(self) -> datetime | None:
-        """When to run the idle flush (see the class docstring)."""
-        return self._deadline
-
-    def snapshot(self) -> Any:
-        """Every series' state and last reading (see class docstring)."""
-        return {key: (entry[0], entry[1]) for key, entry in self.series.items()}
+def series_processor(config: PipelineConfig) -> SeriesProcessor:
+    """The compiled series processor, with the series states this config asks for."""
+    return SeriesProcessor(config, SeriesStart(config), to_log_record)
 
 
 def series_logic_builder(config: PipelineConfig) -> Callable[[Any | None], SeriesBucketLogic]:
     """The ``stateful_batch`` builder: one :class:`SeriesBucketLogic` per bucket key."""
-    processor = SeriesProcessor(config)
+    processor = series_processor(config)
 
     def build(resume: Any | None) -> SeriesBucketLogic:
         return SeriesBucketLogic(processor, resume)

@@ -137,7 +137,7 @@ def default_alarm_rules() -> list[ThresholdAlarmRule]:
 
 
 class RollupConfig(Strict):
-    """Event-time rollups of telemetry (see ``flows/rollups.py``).
+    """Event-time rollups of telemetry (see ``flows/kernels/rollups.py``).
 
     Windows are tumbling and aligned to the Unix epoch. Each coarser window
     must be a whole multiple of the finest one. The watermark of a series is

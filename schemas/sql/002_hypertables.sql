@@ -1,7 +1,7 @@
 -- Time-partitioned tables become TimescaleDB hypertables when the extension
 -- is installed in this database (either edition); on plain PostgreSQL they
 -- stay ordinary tables and retention deletes by time instead of dropping
--- chunks (connectors/timescale/retention.py).
+-- chunks (connectors/timescale_retention.py).
 --
 -- The edition seen here decides once: installing the extension later does
 -- not convert existing tables (run create_hypertable(..., migrate_data =>

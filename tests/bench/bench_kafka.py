@@ -48,7 +48,7 @@ from connectors.kafka.sink import KafkaBatchFlushSink, KafkaOutputSink
 from connectors.kafka.sink_config import KafkaSinkConfig, TopicSpec
 from connectors.kafka.source import KafkaRawSource
 from connectors.kafka.source_config import KafkaSourceConfig
-from flows.operators import Decoder
+from flows.kernels.decoder import Decoder
 from schemas.config import DecodeConfig
 from schemas.kinds import ALL_OUTPUT_KINDS
 from schemas.models import Reading, to_json

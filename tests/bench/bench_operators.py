@@ -5,7 +5,7 @@
 
 Measures, on one core:
 
-- :class:`flows.rollups.RollupState` per-item cost (1m/5m/1h tiers, one value
+- :class:`flows.kernels.rollups.RollupState` per-item cost (1m/5m/1h tiers, one value
   per key every 5 s, 1 % of values 30-400 s late) with 100, 10,000 and
   100,000 keys, plus the pickled state per key;
 - each detector's cost per value and pickled state per key after 20,000
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.anomaly import build_detector
-from flows.rollups import RollupState
+from flows.kernels.rollups import RollupState
 from schemas.config import DetectorConfig
 from schemas.models import SourceKind
 

@@ -99,7 +99,8 @@ def measure_state(series: int = 1000, steps: int = 600) -> dict[str, Any]:
     from connectors.simulator.config import SimulatorSourceConfig
     from connectors.simulator.source import SimulatorPartition
     from flows.config import PipelineConfig
-    from flows.series import OutputChunks, SeriesProcessor
+    from flows.kernels.series import OutputChunks
+    from flows.series import series_processor
 
     devices = max(1, series // METRICS_PER_DEVICE)
     sim = SimulatorSourceConfig(
@@ -116,7 +117,7 @@ def measure_state(series: int = 1000, steps: int = 600) -> dict[str, Any]:
             batches.append(partition.next_batch())
     except StopIteration:
         pass
-    processor = SeriesProcessor(PipelineConfig())
+    processor = series_processor(PipelineConfig())
     states: dict[str, list[Any]] = {}
     last_seen: dict[str, float] = {}
     tracemalloc.start()

@@ -1,49 +1,40 @@
-"""The Cython-compiled hot modules (setup.py) against their own pure-Python source.
+"""The compiled kernels (flows/kernels/, setup.py) against their own pure-Python source.
 
-Python imports a compiled extension in preference to the ``.py`` beside it,
-so the same source runs two ways. These tests load the ``.py`` a second
-time under another name and check that both give the same results, that a
-detector's state moves between them (a recovery snapshot taken by one build
-resumes in the other), and that no extension is older than its source (an
-edited ``.py`` would otherwise be silently shadowed by a stale build).
+A kernel runs two ways: as the extension Cython built from it, or as its
+``.py``. These tests load the ``.py`` a second time under another name and
+check that both give the same results and that a detector's state moves
+between them (a recovery snapshot taken by one build resumes in the other);
+that only kernels are ever compiled; and that an edited kernel is never
+shadowed by a stale build (:class:`connectors.runtime.compiled.KernelFinder`).
 """
 
 from __future__ import annotations
 
-import ast
 import importlib
 import importlib.util
 import json
+import logging
 import math
 import os
 import pickle
 import random
 import subprocess
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from connectors.runtime.compiled import KernelFinder, kernel_digests, write_manifest
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def compiled_sources() -> list[str]:
-    """The ``COMPILED`` list of setup.py (read, not imported: setup.py runs setup())."""
-    tree = ast.parse((ROOT / "setup.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "COMPILED":
-            return list(ast.literal_eval(node.value))
-    raise AssertionError("setup.py has no COMPILED list")
-
-
-def module_name(source: str) -> str:
-    return source.removesuffix(".py").replace("/", ".")
+KERNELS = sorted(p for p in (ROOT / "flows" / "kernels").glob("*.py") if p.name != "__init__.py")
 
 
 def load_pure(source: str) -> ModuleType:
-    """The ``.py`` of a compiled module, executed as a module of its own."""
-    name = "_pure_" + module_name(source).replace(".", "_")
+    """The ``.py`` of a kernel, executed as a module of its own."""
+    name = "_pure_" + source.removesuffix(".py").replace("/", "_")
     spec = importlib.util.spec_from_file_location(name, ROOT / source)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -55,26 +46,68 @@ def is_compiled(module: ModuleType) -> bool:
     return not str(module.__file__).endswith(".py")
 
 
-def test_compiled_list_names_real_modules() -> None:
-    sources = compiled_sources()
-    assert "flows/regime_detector.py" in sources
-    for source in sources:
-        assert (ROOT / source).is_file(), source
+def test_the_kernels_are_few_and_include_the_detector() -> None:
+    names = {p.stem for p in KERNELS}
+    assert "regime_detector" in names
+    assert len(names) <= 5, "a kernel must measurably pay for its build (README)"
 
 
-@pytest.mark.parametrize("source", compiled_sources())
-def test_extension_is_not_older_than_its_source(source: str) -> None:
-    module = importlib.import_module(module_name(source))
-    if not is_compiled(module):
-        pytest.skip(f"{source} runs as pure Python here (no extension built)")
-    built = Path(str(module.__file__)).stat().st_mtime
-    inputs = [ROOT / source, (ROOT / source).with_suffix(".pxd")]
-    for path in inputs:
-        if path.exists():
-            assert path.stat().st_mtime <= built, (
-                f"{path.name} changed after {Path(str(module.__file__)).name} was built: "
-                "rebuild with `make install` (or `python setup.py build_ext --inplace`)"
-            )
+def _fake_checkout(tmp_path: Path) -> tuple[Path, Path]:
+    """A checkout with two kernels, built (empty files stand in for the extensions)."""
+    kernels = tmp_path / "pkg" / "kernels"
+    kernels.mkdir(parents=True)
+    for name in ("a", "b"):
+        (kernels / f"{name}.py").write_text(f"VALUE = {name!r}\n")
+        built = tmp_path / "build" / "kernels" / "pkg" / "kernels"
+        built.mkdir(parents=True, exist_ok=True)
+        (built / f"{name}{EXTENSION_SUFFIXES[0]}").write_bytes(b"")
+    write_manifest(tmp_path / "build" / "kernels", kernel_digests(kernels, "pkg.kernels"))
+    return tmp_path, kernels
+
+
+def _origin(finder: KernelFinder, name: str) -> str:
+    spec = finder.find_spec(name, None)
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).name
+
+
+def test_a_current_build_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STREAMFORGE_PURE_PYTHON", raising=False)
+    checkout, kernels = _fake_checkout(tmp_path)
+    finder = KernelFinder("pkg.kernels", kernels, checkout)
+    assert _origin(finder, "pkg.kernels.a") == "a" + EXTENSION_SUFFIXES[0]
+    assert finder.find_spec("pkg.other", None) is None
+
+
+def test_an_edited_kernel_runs_every_kernel_as_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("STREAMFORGE_PURE_PYTHON", raising=False)
+    # (the flow's logging set-up may stop "streamforge" records from reaching the root)
+    logging.getLogger("streamforge.compiled").addHandler(caplog.handler)
+    checkout, kernels = _fake_checkout(tmp_path)
+    (kernels / "b.py").write_text("VALUE = 'edited'\n")
+    finder = KernelFinder("pkg.kernels", kernels, checkout)
+    # all or none: a kernel's C types are compiled into the kernels that cimport it
+    assert (_origin(finder, "pkg.kernels.a"), _origin(finder, "pkg.kernels.b")) == ("a.py", "b.py")
+    assert "pkg.kernels.b" in caplog.text and "make install" in caplog.text
+
+
+def test_without_a_build_the_sources_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STREAMFORGE_PURE_PYTHON", raising=False)
+    kernels = tmp_path / "pkg" / "kernels"
+    kernels.mkdir(parents=True)
+    (kernels / "a.py").write_text("VALUE = 1\n")
+    (kernels / f"a{EXTENSION_SUFFIXES[0]}").write_bytes(b"")  # an in-place leftover: ignored
+    assert _origin(KernelFinder("pkg.kernels", kernels, tmp_path), "pkg.kernels.a") == "a.py"
+
+
+def test_the_pure_switch_wins_over_a_current_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkout, kernels = _fake_checkout(tmp_path)
+    monkeypatch.setenv("STREAMFORGE_PURE_PYTHON", "1")
+    assert _origin(KernelFinder("pkg.kernels", kernels, checkout), "pkg.kernels.a") == "a.py"
 
 
 def _series(rng: random.Random) -> list[float]:
@@ -105,10 +138,10 @@ def _plain_state(detector: object) -> tuple[object, ...]:
 
 
 def test_detector_scores_equal_in_both_builds() -> None:
-    compiled = importlib.import_module("flows.regime_detector")
+    compiled = importlib.import_module("flows.kernels.regime_detector")
     if not is_compiled(compiled):
-        pytest.skip("flows.regime_detector runs as pure Python here")
-    pure = load_pure("flows/regime_detector.py")
+        pytest.skip("the kernels run as pure Python here (not built)")
+    pure = load_pure("flows/kernels/regime_detector.py")
     rng = random.Random(7)
     scored = 0
     for params in [{}, {"max_regimes": 1}, {"warmup": 0, "sensitivity": 1.5}, {"accept_after": 3}]:
@@ -123,10 +156,10 @@ def test_detector_scores_equal_in_both_builds() -> None:
 
 
 def test_detector_state_moves_between_builds() -> None:
-    compiled = importlib.import_module("flows.regime_detector")
+    compiled = importlib.import_module("flows.kernels.regime_detector")
     if not is_compiled(compiled):
-        pytest.skip("flows.regime_detector runs as pure Python here")
-    pure = load_pure("flows/regime_detector.py")
+        pytest.skip("the kernels run as pure Python here (not built)")
+    pure = load_pure("flows/kernels/regime_detector.py")
     values = _series(random.Random(3))
     half = len(values) // 2
     a = compiled.RegimeDetector()
@@ -144,10 +177,10 @@ def test_detector_state_moves_between_builds() -> None:
 
 def _imported_in_subprocess(pure: str) -> dict[str, object]:
     code = (
-        "import json, flows.series, flows.regime_detector, connectors.simulator.plant\n"
+        "import json, flows.ingest, flows.kernels.series, flows.kernels.regime_detector\n"
         "from connectors.runtime.compiled import compiled_modules\n"
         "print(json.dumps({'compiled': compiled_modules(),"
-        " 'detector': flows.regime_detector.__file__}))"
+        " 'detector': flows.kernels.regime_detector.__file__}))"
     )
     env = dict(os.environ, STREAMFORGE_PURE_PYTHON=pure)
     done = subprocess.run(
@@ -160,14 +193,33 @@ def _imported_in_subprocess(pure: str) -> dict[str, object]:
 def test_pure_python_switch_loads_sources_only() -> None:
     result = _imported_in_subprocess("1")
     assert result["compiled"] == []
-    assert str(result["detector"]).endswith("flows/regime_detector.py")
+    assert str(result["detector"]).endswith("flows/kernels/regime_detector.py")
 
 
 def test_compiled_modules_lists_the_extensions_in_use() -> None:
-    if not is_compiled(importlib.import_module("flows.regime_detector")):
+    if not is_compiled(importlib.import_module("flows.kernels.regime_detector")):
         pytest.skip("no extensions built here")
     result = _imported_in_subprocess("0")
     compiled = result["compiled"]
     assert isinstance(compiled, list)
-    assert {"flows.regime_detector", "flows.series", "connectors.simulator.plant"} <= set(compiled)
-    assert "connectors.runtime.compiled" not in compiled
+    kernels = {f"flows.kernels.{p.stem}" for p in KERNELS}
+    assert {"flows.kernels.regime_detector", "flows.kernels.series"} <= set(compiled)
+    assert set(compiled) <= kernels, "only the kernels are ever compiled"
+
+
+def test_snapshots_pickled_before_the_kernels_moved_still_load() -> None:
+    """Recovery stores written when the kernels were flows.series, flows.rollups, ..."""
+    from flows.kernels.regime_detector import RegimeDetector
+    from flows.kernels.rollups import RollupState
+    from flows.kernels.series import SeriesState
+
+    state = SeriesState("telemetry")
+    state.rollups = RollupState([("1m", 60.0)], 0.0, 0.0)
+    state.detector = RegimeDetector()
+    # protocol 2 names modules as plain text, so the old names can be written in
+    snapshot = pickle.dumps(state, protocol=2)
+    old = snapshot.replace(b"flows.kernels.", b"flows.")
+    assert old != snapshot
+    restored = pickle.loads(old)
+    assert type(restored) is SeriesState
+    assert type(restored.rollups) is RollupState and type(restored.detector) is RegimeDetector

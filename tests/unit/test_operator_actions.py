@@ -21,7 +21,8 @@ from connectors.kafka.alarm_actions import parse_action
 from connectors.runtime.outputs import flatten_outputs
 from flows.alarms import AnomalyAlarmTracker, ThresholdAlarmTracker
 from flows.config import PipelineConfig
-from flows.series import SeriesBucketLogic, SeriesProcessor
+from flows.kernels.series import SeriesBucketLogic
+from flows.series import series_processor
 from schemas.config import AnomalyConfig, ThresholdAlarmRule
 from schemas.models import Alarm, AlarmAction, DeadLetter, RawMessage, Reading, to_json
 
@@ -195,7 +196,7 @@ def test_series_step_routes_actions_to_the_alarms_tracker() -> None:
     config = PipelineConfig(
         alarms=[{"name": "hot", "metric": "temperature", "levels": {"warning": 80.0}}]
     )
-    logic = SeriesBucketLogic(SeriesProcessor(config), None)
+    logic = SeriesBucketLogic(series_processor(config), None)
     out, _ = logic.on_batch([[reading(0, 85.0)]])
     (raised,) = [r for k, r in flatten_outputs(out) if k == "alarm"]
     ack = api_action(raised, "acknowledge")

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.runtime.metrics import counter
-from flows.rollups import RollupState
+from flows.kernels.rollups import RollupState
 from schemas.models import DeadLetter, Rollup, SourceKind
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC).timestamp()

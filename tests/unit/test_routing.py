@@ -24,7 +24,7 @@ from connectors.runtime.routing import (
     aligned_partition,
     worker_of,
 )
-from flows.series import bucket_of
+from flows.kernels.series import bucket_of
 
 KEYS = [str(i) for i in range(64)] + ["dead_letter", "tenant-\u00e9/press-1"]
 

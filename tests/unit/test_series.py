@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from connectors.runtime.outputs import flatten_outputs
 from flows.config import PipelineConfig
-from flows.series import SeriesBucketLogic, SeriesProcessor, bucket_of
+from flows.kernels.series import SeriesBucketLogic, bucket_of
+from flows.series import series_processor
 from schemas.models import Reading, Rollup
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -29,7 +30,7 @@ def test_buckets_are_stable_and_spread_series() -> None:
 
 
 def test_one_bucket_keeps_each_series_apart() -> None:
-    logic = SeriesBucketLogic(SeriesProcessor(PipelineConfig()), None)
+    logic = SeriesBucketLogic(series_processor(PipelineConfig()), None)
     mixed = [
         r for pair in zip(_readings(30), _readings(30, device="pump-2"), strict=True) for r in pair
     ]
@@ -46,7 +47,7 @@ def test_one_bucket_keeps_each_series_apart() -> None:
 def test_quiet_series_is_flushed_after_idle_timeout() -> None:
     config = PipelineConfig()
     config.rollups.idle_timeout = 40.0
-    logic = SeriesBucketLogic(SeriesProcessor(config), None)
+    logic = SeriesBucketLogic(series_processor(config), None)
     before = time.time()
     out, _ = logic.on_batch([_readings(30)])
     assert [kind for kind, _ in out] == ["telemetry"]  # one chunk per kind
@@ -73,7 +74,7 @@ def test_quiet_series_is_flushed_after_idle_timeout() -> None:
 
 
 def test_resumed_bucket_continues_and_still_flushes() -> None:
-    processor = SeriesProcessor(PipelineConfig())
+    processor = series_processor(PipelineConfig())
     logic = SeriesBucketLogic(processor, None)
     logic.on_batch([_readings(20)])
     snapshot = pickle.loads(pickle.dumps(logic.snapshot()))
@@ -90,7 +91,7 @@ def test_resumed_bucket_continues_and_still_flushes() -> None:
 def test_scores_ride_on_readings_and_separate_records_are_opt_in() -> None:
     bad = Reading("pump-1", "pressure", T0 + timedelta(seconds=40), 9.0, quality="bad")
     readings = [*_readings(40), bad]
-    inline = SeriesBucketLogic(SeriesProcessor(PipelineConfig()), None)
+    inline = SeriesBucketLogic(series_processor(PipelineConfig()), None)
     out, _ = inline.on_batch([readings])
     assert [kind for kind, _ in out] == ["telemetry"]
     scores = [r.score for r in out[0][1]]
@@ -98,7 +99,7 @@ def test_scores_ride_on_readings_and_separate_records_are_opt_in() -> None:
     assert scores[40] is None  # bad quality: stored, never scored
 
     config = PipelineConfig.model_validate({"anomaly": {"emit_scores": True}})
-    separate = SeriesBucketLogic(SeriesProcessor(config), None)
+    separate = SeriesBucketLogic(series_processor(config), None)
     copies = [Reading(r.device, r.metric, r.ts, r.value, quality=r.quality) for r in readings]
     out, _ = separate.on_batch([copies])
     by_kind = dict(out)

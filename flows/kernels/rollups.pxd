@@ -1,4 +1,4 @@
-# Cython declarations for flows/rollups.py (see setup.py and regime_detector.pxd):
+# Cython declarations for flows/kernels/rollups.py (see setup.py and regime_detector.pxd):
 # accumulators and the rollup state as extension types with C fields.
 import cython
 

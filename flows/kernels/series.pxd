@@ -1,9 +1,9 @@
-# Cython declarations for flows/series.py (see setup.py and regime_detector.pxd):
+# Cython declarations for flows/kernels/series.py (see setup.py and regime_detector.pxd):
 # the per-series state, the processor and the output lists as extension types,
 # so the per-reading path reads their fields directly.
 import cython
 
-from flows.rollups cimport RollupState
+from flows.kernels.rollups cimport RollupState
 
 cdef class SeriesState:
     cdef public str kind
@@ -15,8 +15,8 @@ cdef class OutputChunks:
     cdef public list telemetry, event, alarm, log, rollup, anomaly_score, dead_letter
 
 cdef class SeriesProcessor:
-    cdef public object config, classifier, tiers, detector_name, _epoch
-    cdef public bint rollups_on, anomaly_on, emit_scores
+    cdef public object config, new_state, to_log, detector_name, _epoch
+    cdef public bint anomaly_on, emit_scores
     cdef public double threshold
 
     @cython.locals(entry=list, state=SeriesState, with_rollups=bint)

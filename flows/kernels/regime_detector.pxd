@@ -1,4 +1,4 @@
-# Cython declarations for flows/regime_detector.py (see setup.py): the same
+# Cython declarations for flows/kernels/regime_detector.py (see setup.py): the same
 # source, compiled with C doubles for the detector's state and the locals of
 # score_one. Without a compiler the .py runs as it is; keep both in step (a
 # unit test compares their scores value for value).

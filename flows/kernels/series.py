@@ -1,0 +1,357 @@
+"""The compiled loop of the series step: each reading through the state of its series.
+
+Everything StreamForge computes per (tenant, device, metric) happens in a
+single Bytewax ``stateful_batch`` step, so a reading is hashed, routed and
+looked up once however many things are done with it. The step is keyed by a
+bucket of series (:class:`SeriesBucketLogic`), each series keeping its own
+state, a :class:`SeriesState`: its kind, and for telemetry its threshold
+alarm trackers, rollup windows (:class:`flows.kernels.rollups.RollupState`),
+anomaly detector and alarm tracker; for events the last state; for device
+alarm bits a tracker. What a new series gets is decided above this module,
+by :mod:`flows.series` (which builds the processor); this module runs it:
+
+>>> from datetime import UTC, datetime
+>>> from flows.config import PipelineConfig
+>>> from flows.series import series_processor
+>>> from schemas.models import Reading
+>>> processor = series_processor(PipelineConfig(
+...     alarms=[{"name": "hot", "metric": "temp", "levels": {"major": 90}}]))
+>>> logic = SeriesBucketLogic(processor, None)
+>>> at = datetime(2026, 1, 1, tzinfo=UTC)
+>>> outputs, _done = logic.on_batch([[Reading(device="press-1", metric="temp", ts=at, value=95.0)]])
+>>> [(kind, [getattr(r, "transition", r.value) for r in records]) for kind, records in outputs]
+[('telemetry', [95.0]), ('alarm', ['raised'])]
+
+The whole state pickles, so Bytewax recovery resumes alarms, open windows
+and detectors exactly where a crashed run left them.
+
+Input: chunks (lists) of readings of one bucket (the decode step groups a
+batch by bucket), and operators' alarm actions
+(:class:`schemas.models.AlarmAction`, from the API, applied to the alarm's
+tracker: see :mod:`flows.alarm_lifecycle`). Output: ``(kind, records)``
+chunks, one per kind per activation (see :mod:`connectors.runtime.outputs`).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from bytewax.operators import StatefulBatchLogic
+
+from connectors.runtime.metrics import counter
+from connectors.runtime.outputs import Output
+from flows.config import PipelineConfig
+from flows.kernels.rollups import RollupState
+from schemas.models import Alarm, AlarmAction, AnomalyScore, Reading, Rollup
+
+OPERATOR_ACTIONS = counter(
+    "streamforge_operator_actions_total",
+    "Operators' alarm actions the flow followed, restated after a collision, or did not know",
+)
+
+
+class SeriesState:
+    """Everything kept for one time series. Small, and picklable for recovery."""
+
+    __slots__ = (
+        "anomaly_alarm",
+        "detector",
+        "device_alarm",
+        "events",
+        "kind",
+        "rollups",
+        "threshold_alarms",
+    )
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        # (the types of these live above the kernels: flows.events, flows.alarms,
+        # flows.anomaly; flows.series builds them, this module only runs them)
+        self.events: Any = None  # an EventDetector, for events
+        self.threshold_alarms: list[Any] = []  # ThresholdAlarmTrackers, for telemetry
+        self.rollups: RollupState | None = None
+        self.detector: Any = None  # an anomaly detector (flows.anomaly), for telemetry
+        self.anomaly_alarm: Any = None  # an AnomalyAlarmTracker, for telemetry
+        self.device_alarm: Any = None  # a DeviceAlarmTracker, for device alarm bits
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+class SeriesProcessor:
+    """Runs readings through the states of their series.
+
+    Plain Python, usable without Bytewax (the unit tests drive it directly);
+    :class:`SeriesBucketLogic` adapts it to Bytewax's ``stateful_batch``.
+    ``new_state`` builds the state of a series from its first reading and
+    ``to_log`` turns a reading of a log series into a log record: both come
+    from :mod:`flows.series` (:func:`flows.series.series_processor`), which
+    knows the classification rules, the alarm trackers and the detectors.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        new_state: Callable[[Reading], SeriesState],
+        to_log: Callable[[Reading], Any],
+    ) -> None:
+        self.config = config
+        self.new_state = new_state
+        self.to_log = to_log
+        self.anomaly_on = config.anomaly.enabled
+        self.emit_scores = config.anomaly.emit_scores
+        self.detector_name = config.anomaly.detector.type
+        self.threshold = config.anomaly.threshold
+        # (datetime, its epoch seconds) of the last reading: readings of one
+        # instant often share one datetime object (a simulator step, a
+        # gateway's batch), and timestamp() is not free. One attribute, so
+        # worker threads sharing this processor never see half an update.
+        self._epoch: tuple[datetime | None, float] = (None, 0.0)
+
+    def process(self, state: SeriesState, reading: Reading, out: OutputChunks) -> None:
+        """Run one reading through its series' state, appending outputs to ``out``."""
+        kind = state.kind
+        if kind == "telemetry":
+            out.telemetry.append(reading)
+            value = reading.value
+            # (is_number(), inlined: this runs for every reading)
+            if (type(value) is not float and type(value) is not int) or reading.quality == "bad":
+                # Bad-quality and non-numeric values are stored, but they must
+                # not move alarms, rollups or the detector's idea of normal.
+                return
+            value = float(value)
+            reading_ts = reading.ts
+            for tracker in state.threshold_alarms:
+                alarms = tracker.update(reading)
+                if alarms:
+                    out.alarm.extend(alarms)
+            if state.rollups is not None:
+                ts, epoch = self._epoch
+                if ts is not reading_ts:
+                    epoch = reading_ts.timestamp()
+                    self._epoch = (reading_ts, epoch)
+                produced: list[Any] = []
+                state.rollups.add(epoch, value, produced, reading)
+                for record in produced:
+                    if type(record) is Rollup:
+                        out.rollup.append(record)
+                    else:  # a value later than the allowed lateness
+                        out.dead_letter.append(record)
+            if state.detector is not None:
+                score = state.detector.score_one(reading_ts, value)
+                # The score travels on the reading itself: one telemetry record
+                # and one row per value, not two (see AnomalyConfig.emit_scores).
+                reading.score = score
+                if self.emit_scores:
+                    out.anomaly_score.append(
+                        AnomalyScore(
+                            reading.tenant,
+                            reading.device,
+                            reading.metric,
+                            reading_ts,
+                            value,
+                            score,
+                            self.detector_name,
+                            score >= self.threshold,
+                        )
+                    )
+                assert state.anomaly_alarm is not None
+                alarms = state.anomaly_alarm.update(reading_ts, value, score)
+                if alarms:
+                    out.alarm.extend(alarms)
+        elif kind == "event":
+            assert state.events is not None
+            event = state.events.update(reading)
+            if event is not None:
+                out.event.append(event)
+        elif kind == "alarm":
+            assert state.device_alarm is not None
+            out.alarm.extend(state.device_alarm.update(reading))
+        else:
+            out.log.append(self.to_log(reading))
+
+    def process_batch(
+        self,
+        chunks: list[list[Any]],
+        series: dict[str, list[Any]],
+        last_seen: dict[str, float],
+        now: float,
+        out: OutputChunks,
+    ) -> bool:
+        """Run chunks of readings (and operators' alarm actions) through their series.
+
+        ``series`` maps each series key to ``[SeriesState, last reading]`` and
+        gains an entry for every new series; ``last_seen`` gets ``now`` for
+        every series that sent a reading. True if one of those has rollups.
+        """
+        with_rollups = False
+        for chunk in chunks:
+            for reading in chunk:
+                key = f"{reading.tenant}/{reading.device}/{reading.metric}"
+                entry = series.get(key)
+                if type(reading) is AlarmAction:  # an operator's (see flows.alarm_lifecycle)
+                    if entry is None:
+                        OPERATOR_ACTIONS.inc(outcome="unknown")
+                    else:
+                        self.follow(entry[0], reading.record, out)
+                    continue
+                if entry is None:
+                    entry = series[key] = [self.new_state(reading), reading]
+                state = entry[0]
+                self.process(state, reading, out)
+                entry[1] = reading
+                last_seen[key] = now
+                if state.rollups is not None:
+                    with_rollups = True
+        return with_rollups
+
+    def follow(self, state: SeriesState, action: Alarm, out: OutputChunks) -> None:
+        """Apply an operator's alarm action to the tracker of its rule, if this series has one."""
+        trackers: list[Any] = list(state.threshold_alarms)
+        trackers += [t for t in (state.anomaly_alarm, state.device_alarm) if t is not None]
+        for tracker in trackers:
+            if tracker.rule == action.rule:
+                restated = tracker.follow(action)
+                out.alarm.extend(restated)
+                OPERATOR_ACTIONS.inc(outcome="restated" if restated else "followed")
+                return
+        OPERATOR_ACTIONS.inc(outcome="unknown")
+
+    def flush(self, state: SeriesState, out: OutputChunks, ident: Reading | None) -> None:
+        """Emit the series' open rollup windows (idle timeout or end of input)."""
+        if state.rollups is not None and ident is not None:
+            produced: list[Any] = []
+            state.rollups.flush(produced, ident)
+            for record in produced:
+                (out.rollup if type(record) is Rollup else out.dead_letter).append(record)
+
+
+class OutputChunks:
+    """The outputs of one activation of the series step, one list per kind.
+
+    :meth:`items` gives them as ``(kind, records)`` chunks (see
+    :mod:`connectors.runtime.outputs`), in a fixed kind order; within a kind, records
+    keep the order they were produced in, so a series' alarm transitions
+    stay in sequence.
+    """
+
+    __slots__ = ("alarm", "anomaly_score", "dead_letter", "event", "log", "rollup", "telemetry")
+
+    def __init__(self) -> None:
+        self.telemetry: list[Reading] = []
+        self.event: list[Any] = []
+        self.alarm: list[Any] = []
+        self.log: list[Any] = []
+        self.rollup: list[Any] = []
+        self.anomaly_score: list[Any] = []
+        self.dead_letter: list[Any] = []
+
+    def items(self) -> list[Output]:
+        """The non-empty chunks as ``(kind, records)`` items."""
+        return [(kind, getattr(self, kind)) for kind in _KIND_ORDER if getattr(self, kind)]
+
+
+_KIND_ORDER = ("telemetry", "event", "alarm", "log", "rollup", "anomaly_score", "dead_letter")
+
+
+def bucket_of(series: str, buckets: int) -> str:
+    """The Bytewax key of the bucket holding a series (stable across runs and processes)."""
+    return str(zlib.crc32(series.encode()) % buckets)
+
+
+class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, Any]):
+    """Bytewax adapter of :class:`SeriesProcessor` for one *bucket* of series.
+
+    The step is keyed by bucket (:func:`bucket_of`, ``series_buckets`` in the
+    config), not by series: Bytewax's per-key activation costs ~9 us, which at
+    10,000 series (one reading per series per batch) was a third of the
+    per-reading budget. A bucket holds many series and receives many readings
+    per activation; each series keeps its own :class:`SeriesState`.
+
+    The snapshot is ``{series: (SeriesState, last reading)}``: the last
+    reading names the series (tenant, device, metric, source) for records
+    emitted by the idle flush, when no reading is at hand.
+
+    Idle flush: a series with open rollup windows that received nothing for
+    ``idle_timeout`` (wall clock) emits them. The bucket asks Bytewax to wake
+    it at its earliest such deadline; a wake-up time is computed at most
+    every quarter of ``idle_timeout``, so a flush comes between 0.75 and 1.25
+    ``idle_timeout`` after a series' last reading.
+    """
+
+    __slots__ = ("_deadline", "_refresh_at", "idle_timeout", "last_seen", "processor", "series")
+
+    def __init__(self, processor: SeriesProcessor, resume: Any | None) -> None:
+        self.processor = processor
+        self.idle_timeout = processor.config.rollups.idle_timeout
+        # series key -> [SeriesState, last reading]
+        self.series: dict[str, list[Any]] = {}
+        # series key -> wall-clock time of its last reading (not snapshotted:
+        # after a resume every restored series counts as just seen).
+        self.last_seen: dict[str, float] = {}
+        self._deadline: datetime | None = None
+        self._refresh_at = 0.0
+        if resume is not None:
+            now = time.time()
+            for key, (state, ident) in resume.items():
+                self.series[key] = [state, ident]
+                self.last_seen[key] = now
+            self._schedule(now)
+
+    def _schedule(self, now: float) -> None:
+        if any(
+            s[0].rollups is not None and not s[0].rollups.is_empty() for s in self.series.values()
+        ):
+            self._deadline = datetime.fromtimestamp(now + self.idle_timeout, UTC)
+        else:
+            self._deadline = None
+        self._refresh_at = now + self.idle_timeout / 4
+
+    def on_batch(self, values: list[list[Reading | AlarmAction]]) -> tuple[list[Output], bool]:
+        """Process chunks of readings of this bucket's series, in arrival order."""
+        out = OutputChunks()
+        now = time.time()
+        # No wake-up set (the bucket was quiet): one is needed if a series with
+        # rollups spoke. Asked only then, so a bucket without rollups (events
+        # only) is not rescanned on every batch.
+        quiet = self._deadline is None
+        woken = self.processor.process_batch(values, self.series, self.last_seen, now, out)
+        if (quiet and woken) or now >= self._refresh_at:
+            self._schedule(now)
+        return out.items(), StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[Output], bool]:
+        """Emit the open rollup windows of this bucket's series that went quiet."""
+        out = OutputChunks()
+        now = time.time()
+        quiet_since = now - 0.75 * self.idle_timeout
+        flush = self.processor.flush
+        for key, (state, ident) in self.series.items():
+            if self.last_seen.get(key, 0.0) <= quiet_since:
+                flush(state, out, ident)
+        self._schedule(now)
+        return out.items(), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Output], bool]:
+        """End of a finite input: emit every open window."""
+        out = OutputChunks()
+        for state, ident in self.series.values():
+            self.processor.flush(state, out, ident)
+        self._deadline = None
+        return out.items(), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        """When to run the idle flush (see the class docstring)."""
+        return self._deadline
+
+    def snapshot(self) -> Any:
+        """Every series' state and last reading (see class docstring)."""
+        return {key: (entry[0], entry[1]) for key, entry in self.series.items()}
