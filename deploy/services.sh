@@ -4,7 +4,7 @@
 # debootstrap root) and Mosquitto (Debian package), all on 127.0.0.1.
 #
 # Usage: deploy/services.sh up | down | status | reset
-#        deploy/services.sh start|stop|restart kafka|timescale|mosquitto
+#        deploy/services.sh start|stop|restart|kill kafka|timescale|mosquitto
 #
 #   up       start whatever is not running, wait until each passes a real
 #            health check (kcat metadata, psql as the app user, MQTT pub/sub);
@@ -12,6 +12,7 @@
 #   down     stop everything (TERM, then KILL), unmount, remove pid files
 #   status   one line per service; always exits 0
 #   reset    down, then delete the runtime state (data, logs); caches stay
+#   kill     crash one service with SIGKILL (fault tests); `start` brings it back
 #
 # Downloads and the trixie root are cached in $STREAMFORGE_CACHE
 # (~/.cache/streamforge), outside the clone, so a fresh clone starts in
@@ -50,7 +51,7 @@ resolve_service() {
 }
 
 # Per-service dispatch: svc ACTION SERVICE, where ACTION is one of
-# launch (start, don't wait), wait (block until healthy), stop, status.
+# launch (start, don't wait), wait (block until healthy), stop, kill, status.
 svc() {
     local prefix
     case "$2" in kafka) prefix=kafka ;; timescale) prefix=ts ;; mosquitto) prefix=mq ;; esac
@@ -133,6 +134,13 @@ main() {
         down) cmd_down ;;
         status) print_status ;;
         reset) cmd_reset ;;
+        kill)
+            [[ $# -eq 2 ]] || usage
+            resolve_service "$2"
+            require_root
+            take_lock
+            svc kill "$SERVICE"
+            ;;
         start | stop | restart)
             [[ $# -eq 2 ]] || usage
             resolve_service "$2"

@@ -145,6 +145,12 @@ class TimescaleWriter:
         written: dict[str, int] = {}
         try:
             with conn.cursor() as cur:
+                # Acknowledged means durable, whatever the server's default: with
+                # synchronous_commit off, a database crash loses commits the sink
+                # already reported, after the flow's snapshot moved past them.
+                # SET LOCAL: this transaction only, so it also holds behind a
+                # transaction-pooling proxy.
+                cur.execute(b"SET LOCAL synchronous_commit = on")
                 for spec in SPECS:
                     records = groups.get(spec)
                     if not records:

@@ -176,6 +176,15 @@ kafka_stop() {
     fi
 }
 
+# Crash it (fault tests): SIGKILL, no shutdown; `start` recovers from its log.
+kafka_kill() {
+    local pid
+    pid=$(pidfile_pid "$KAFKA_PID" kafka.Kafka) || { log "kafka: not running"; return 0; }
+    log "kafka: killing (SIGKILL, pid $pid)"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_gone "$pid" 30
+}
+
 kafka_status() {
     local pid state=stopped
     if pid=$(pidfile_pid "$KAFKA_PID" kafka.Kafka); then

@@ -135,6 +135,17 @@ stop_pid() {
     die "$name (pid $pid) survived KILL"
 }
 
+# Wait up to $2 seconds for a pid to be gone (after a KILL); 1 if it is not.
+wait_gone() {
+    local pid="$1" timeout="${2:-30}" i
+    for ((i = 0; i < timeout * 10; i++)); do
+        pid_alive "$pid" || return 0
+        sleep 0.1
+    done
+    warn "pid $pid still alive ${timeout}s after KILL"
+    return 1
+}
+
 # Fail with a clear message if some process other than ours listens on a
 # port. Waits up to 5 s first: a just-killed process may still hold it.
 ensure_port_free() {

@@ -68,6 +68,15 @@ mq_stop() {
     rm -f "$MQ_PID"
 }
 
+# Crash it (fault tests): SIGKILL, no persistence saved on the way out.
+mq_kill() {
+    local pid
+    pid=$(pidfile_pid "$MQ_PID" mosquitto) || { log "mosquitto: not running"; return 0; }
+    log "mosquitto: killing (SIGKILL, pid $pid)"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_gone "$pid" 30
+}
+
 mq_status() {
     local pid state=stopped
     if pid=$(pidfile_pid "$MQ_PID" mosquitto); then
