@@ -4,7 +4,9 @@
 # `python -m bytewax.run flows.ingest` as two processes on a simulated plant
 # (deploy/pipeline.demo.yaml) writing to Kafka and TimescaleDB, with alarms
 # and events printed here, and the REST API (uvicorn api.main:app) beside it.
-# Ctrl-C stops the flow and the API; `make down` the services.
+# Ctrl-C stops the flow and the API; `make down` the services. The flows run
+# with a recovery store (created on the first run): the next `make demo`
+# resumes where this one stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -13,11 +15,18 @@ export STREAMFORGE_CONFIG=${STREAMFORGE_CONFIG:-deploy/pipeline.demo.yaml}
 DB_URL=${STREAMFORGE_DATABASE_URL:-postgresql://streamforge:streamforge@127.0.0.1:5433/streamforge}
 KAFKA=${STREAMFORGE_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
 BASE_PORT=${STREAMFORGE_DEMO_PORT:-2101}
+# The flows resume from here after a crash or a Ctrl-C (alarms, windows,
+# detectors and source positions); one store per pipeline config, since a
+# store only resumes the flow it was made for.
+STATE=${STREAMFORGE_STATE:-$HOME/.cache/streamforge/state}
+RECOVERY=${STREAMFORGE_DEMO_RECOVERY:-$STATE/demo-recovery/$(basename "$STREAMFORGE_CONFIG" .yaml)}
 
 echo "== starting services"
 bash deploy/services.sh up >/dev/null
 echo "== applying database migrations"
 "$PY" -m connectors.timescale.migrate --database-url "$DB_URL"
+echo "== recovery store"
+"$PY" -m flows.recovery "$RECOVERY" 2
 API_PORT=${STREAMFORGE_DEMO_API_PORT:-8000}
 KEY=$("$PY" -m api.keys create --tenant default --role admin --name "demo-$(date +%s)" 2>/dev/null | head -1)
 
@@ -71,7 +80,8 @@ for i in 0 1; do
     # would not reach the flow (uvicorn installs its own handler).
     (
         trap - INT
-        exec setsid "$PY" -m bytewax.run flows.ingest -i "$i" -a "$addresses"
+        exec setsid "$PY" -m bytewax.run flows.ingest -i "$i" -a "$addresses" \
+            -r "$RECOVERY" -s 5 -b 0
     ) &
     pids+=($!)
 done

@@ -36,7 +36,12 @@ def test_compose_has_the_stack_and_our_services() -> None:
     assert {"kafka", "timescaledb", "mosquitto", "flow", "api"} <= set(services)
     assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
-    assert services["flow"]["command"] == ["python", "-m", "bytewax.run", "flows.ingest"]
+    flow = " ".join(services["flow"]["command"])
+    # the flow runs with a recovery store, created first when missing, on a volume
+    store = re.search(r"python -m flows\.recovery (\S+) \d+ &&", flow)
+    assert store, flow
+    assert f"exec python -m bytewax.run flows.ingest -r {store.group(1)} " in flow
+    assert any(v.endswith(":/var/lib/streamforge") for v in services["flow"]["volumes"])
 
 
 def test_compose_host_ports_match_the_local_scripts() -> None:
