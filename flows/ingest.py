@@ -62,6 +62,7 @@ from flows.operators import decode
 from flows.series import series_logic_builder
 from schemas.config import ConfigError
 from schemas.kinds import ALL_OUTPUT_KINDS, OutputKind
+from schemas.models import DeadLetter
 from schemas.settings import Settings
 
 log = get_logger("flows.ingest")
@@ -102,6 +103,8 @@ def build_flow(
     follows it: :mod:`connectors.kafka.alarm_actions`) and ``config.sinks``.
     """
     settings = settings or Settings()
+    # Every dead letter this process makes (decode, sources, sinks) keeps at most this.
+    DeadLetter.payload_limit = config.decode.dead_letter_payload_bytes
     flow = Dataflow(flow_id)
     if sources is None:
         sources = [build_source(s, settings) for s in config.sources]

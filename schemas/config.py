@@ -41,6 +41,13 @@ class DecodeConfig(Strict):
         2 * 1024 * 1024, ge=1, description="Larger payloads are dead letters."
     )
     max_batch_items: int = Field(10_000, ge=1, description="Most readings in one JSON array.")
+    dead_letter_payload_bytes: int = Field(
+        65_536,
+        ge=1024,
+        le=900_000,
+        description="Most bytes of payload a dead letter keeps; longer ones are cut, with the "
+        "original size and SHA-256 recorded (under the ~1 MB a Kafka broker takes by default).",
+    )
     max_future_skew_s: float = Field(
         300.0, ge=0.0, description="Timestamps further ahead of the clock are dead letters."
     )

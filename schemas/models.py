@@ -19,10 +19,14 @@ b'{"device":"press-1","metric":"temperature",'
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
 from pydantic import AwareDatetime, ConfigDict, Field, TypeAdapter
@@ -220,6 +224,19 @@ class DeadLetter:
     kept as base64 and ``payload_encoding`` says so. ``origin`` says where it
     came from (an MQTT topic, ``topic/partition/offset`` for Kafka, a device).
     ``step`` names the step that rejected it (``decode``, ``rollup``, ...).
+
+    A dead letter must always be writable, whatever arrived: a payload text
+    longer than :attr:`payload_limit` bytes is cut to that size (a Kafka
+    broker refuses messages over its limit, about 1 MB by default), and
+    ``payload_size`` and ``payload_sha256`` then keep the original payload's
+    size in bytes and its SHA-256:
+
+    >>> from datetime import UTC, datetime
+    >>> huge = DeadLetter(datetime.now(UTC), "mqtt", "payload too large", "x" * 100_000)
+    >>> len(huge.payload), huge.payload_size, huge.payload_sha256[:12]
+    (65536, 100000, 'd69e68988157')
+    >>> DeadLetter(datetime.now(UTC), "mqtt", "bad", "small").payload_size is None
+    True
     """
 
     __pydantic_config__ = _STRICT
@@ -232,6 +249,31 @@ class DeadLetter:
     origin: str | None = None
     step: str = "decode"
     tenant: str | None = None
+    payload_size: int | None = None
+    """The original payload's size in bytes, when ``payload`` was cut (else None)."""
+    payload_sha256: str | None = None
+    """The SHA-256 (hex) of the original payload's bytes, when ``payload`` was cut."""
+
+    payload_limit: ClassVar[int] = 65536
+    """Most bytes of payload text a dead letter keeps (``decode.dead_letter_payload_bytes``)."""
+
+    def __post_init__(self) -> None:
+        limit = type(self).payload_limit
+        if len(self.payload) <= limit // 4:
+            return  # (at most 4 bytes a character: surely within the limit)
+        text = self.payload.encode("utf-8", "surrogatepass")
+        if len(text) <= limit:
+            return
+        base64_text = self.payload_encoding == "base64"
+        original = text
+        if base64_text:
+            with contextlib.suppress(binascii.Error):  # not base64 after all: its text then
+                original = base64.b64decode(text, validate=False)
+        self.payload_size = len(original)
+        self.payload_sha256 = hashlib.sha256(original).hexdigest()
+        # Cut on a character boundary (and on a base64 quantum): still valid text.
+        cut = text[: limit - limit % 4] if base64_text else text[:limit]
+        self.payload = cut.decode("utf-8", "ignore")
 
 
 @dataclass(slots=True)

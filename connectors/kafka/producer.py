@@ -45,6 +45,7 @@ than batched with the bulk; both producers' failures are handled alike.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterable
@@ -58,6 +59,7 @@ from connectors.kafka.admin import admin_client, ensure_topics
 from connectors.kafka.sink_config import KafkaSinkConfig
 from connectors.runtime.logs import get_logger
 from connectors.runtime.metrics import counter, gauge
+from schemas.decode_reasons import payload_text
 from schemas.models import (
     FAST_JSON_FIELDS,
     JSON_OPTIONS,
@@ -91,6 +93,10 @@ SKIPPED = counter(
 BACKPRESSURE = counter(
     "streamforge_kafka_backpressure_waits_total", "Waits for room in a full producer queue"
 )
+FALLBACK = counter(
+    "streamforge_dead_letter_fallback_total",
+    "Dead letters Kafka refused too, written to the local fallback file (or lost: outcome)",
+)
 UNDELIVERED = gauge(
     "streamforge_kafka_undelivered_records", "Records queued but not yet acknowledged, by client"
 )
@@ -106,7 +112,18 @@ KIND_BY_TYPE: dict[type, str] = {
 }
 """The output kind of each record type (one type per kind)."""
 
-_MAX_DEAD_PAYLOAD = 64 * 1024
+REFUSED_FOR_GOOD = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+    }
+)
+"""Delivery errors about the record itself: sending it again can never succeed, so it
+becomes a dead letter and the flow goes on (other errors stop the flow, to be replayed)."""
+
 _MAX_CACHED_KEYS = 100_000
 """Message keys cached per tenant (devices beyond it get theirs built per record)."""
 
@@ -177,6 +194,7 @@ class KafkaRecordWriter:
             )
             self._by_kind.update(dict.fromkeys(immediate, self.immediate))
         self._producers = [p for p in (self.producer, self.immediate) if p is not None]
+        self._kind_of_topic = {topic: kind for kind, topic in self.topics.items()}
         self._lock = threading.Lock()
         self._failures: list[str] = []
         self._keys: dict[str, dict[str, bytes]] = {}  # tenant -> device -> message key
@@ -341,6 +359,13 @@ class KafkaRecordWriter:
             return
         topic = msg.topic() or "?"
         DELIVERY_ERRORS.inc(topic=topic, error=err.name())
+        if err.code() in REFUSED_FOR_GOOD:
+            # The broker refused this record (too large for the topic, say): no
+            # retry or replay can change that, so it becomes a dead letter.
+            kind = self._kind_of_topic.get(topic, "?")
+            reason = f"broker refused it: {err.name()}: {err.str()}"
+            self._refused(kind, msg.value() or b"", reason, topic)
+            return
         with self._lock:
             self._failed += 1
             if len(self._failures) < 10:
@@ -382,33 +407,69 @@ class KafkaRecordWriter:
         self._reject(kind, record, f"no topic for output kind {kind!r}")
 
     def _reject(self, kind: str, record: Any, reason: str, value: bytes | None = None) -> None:
-        """Send a record Kafka cannot take to the dead-letter topic, or fail loudly."""
+        """A record Kafka cannot take (too large, not serialisable): to the dead letters."""
+        try:
+            payload = value if value is not None else to_json(record)
+        except Exception:
+            payload = repr(record).encode()
+        self._refused(kind, payload, reason, self.topics.get(kind, "?"), record)
+
+    def _refused(
+        self, kind: str, payload: bytes, reason: str, topic: str, record: Any = None
+    ) -> None:
+        """Send a refused record to the dead-letter topic; a refused dead letter to the file."""
         REJECTED.inc(kind=kind)
         log.error(
             "record refused; sending it as a dead letter",
-            extra={"step": "produce", "kind": kind, "reason": reason},
+            extra={"step": "produce", "kind": kind, "topic": topic, "reason": reason},
         )
-        topic = self.topics.get("dead_letter")
-        if topic is None or type(record) is DeadLetter:
-            with self._lock:
-                self._failed += 1
-                self._failures.append(f"{kind} record refused and no dead-letter topic: {reason}")
+        text, encoding = payload_text(payload)
+        dead_topic = self.topics.get("dead_letter")
+        if kind == "dead_letter" or type(record) is DeadLetter or dead_topic is None:
+            # The dead letters' own destination refused it (or there is none): the
+            # last resort is a local file, so that the flow goes on and nothing is silent.
+            self._fall_back(kind, text, encoding, reason)
             return
-        try:
-            payload = (value if value is not None else to_json(record)).decode()
-        except Exception:
-            payload = repr(record)
         dead = DeadLetter(
             received_at=datetime.now(UTC),
-            source=getattr(record, "source", "simulator"),
-            reason=f"kafka refused {type(record).__name__} ({len(payload)} chars): {reason}",
-            payload=payload[:_MAX_DEAD_PAYLOAD],
+            source=getattr(record, "source", None) or "kafka",
+            reason=f"kafka refused a {kind} record ({len(payload)} bytes): {reason}",
+            payload=text,  # cut to DeadLetter.payload_limit, with its size and hash
+            payload_encoding=encoding,
             origin=f"kafka-sink/{kind}",
             step="kafka",
             tenant=getattr(record, "tenant", None),
         )
         # Through the dead-letter kind's own producer: a kind always uses one producer.
-        producer = self._by_kind["dead_letter"]
-        self._produce(
-            producer, topic, to_json(dead), message_key(dead), self.headers["dead_letter"]
+        try:
+            self._by_kind["dead_letter"].produce(
+                dead_topic, to_json(dead), message_key(dead), headers=self.headers["dead_letter"]
+            )
+        except (BufferError, KafkaException) as exc:
+            self._fall_back(kind, text, encoding, f"{reason}; dead-letter topic: {exc}")
+
+    def _fall_back(self, kind: str, text: str, encoding: str, reason: str) -> None:
+        """Append a record no Kafka topic took to the fallback file (JSON lines)."""
+        path = self.config.dead_letter_fallback
+        line = {
+            "at": datetime.now(UTC).isoformat(),
+            "kind": kind,
+            "reason": reason,
+            "payload_size": len(text),
+            "payload_encoding": encoding,
+            "payload": text[: DeadLetter.payload_limit],
+        }
+        try:
+            with self._lock, open(path, "a", encoding="utf-8") as out:
+                out.write(json.dumps(line) + "\n")
+            outcome = "written"
+        except OSError as exc:
+            outcome = "lost"
+            reason = f"{reason}; fallback file {path}: {exc}"
+        FALLBACK.inc(outcome=outcome)
+        log.error(
+            "a record no Kafka topic takes: written to the fallback file"
+            if outcome == "written"
+            else "a record no Kafka topic takes, and the fallback file failed: lost",
+            extra={"step": "produce", "kind": kind, "path": str(path), "reason": reason},
         )

@@ -138,6 +138,12 @@ class KafkaSinkConfig(BaseModel):
     delivery_timeout: float = Field(120.0, gt=0.0, le=86_400.0)
     max_buffered: int = Field(100_000, ge=1, le=10_000_000)
     producer_config: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    dead_letter_fallback: str = Field(
+        "streamforge-dead-letters.jsonl",
+        min_length=1,
+        description="JSON-lines file for records Kafka refuses even as dead letters "
+        "(relative to the flow's working directory)",
+    )
 
     @field_validator("linger", "delivery_timeout", mode="before")
     @classmethod

@@ -151,7 +151,7 @@ def dead_letter_row(d: DeadLetter) -> Row:
     )  # fmt: skip
     return (
         d.received_at, fp, d.tenant, d.source, d.origin, d.step, d.reason, d.payload,
-        d.payload_encoding,
+        d.payload_encoding, d.payload_size, d.payload_sha256,
     )  # fmt: skip
 
 
@@ -217,7 +217,8 @@ LOGS = _spec(
 DEAD_LETTERS = _spec(
     "dead_letters",
     "received_at:timestamptz fingerprint:bytea tenant:text source:text origin:text "
-    "step:text reason:text payload:text payload_encoding:text",
+    "step:text reason:text payload:text payload_encoding:text payload_size:int8 "
+    "payload_sha256:text",
     dead_letter_row,
     ("received_at", "fingerprint"),
 )

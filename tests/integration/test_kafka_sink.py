@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -16,6 +19,7 @@ from bytewax.testing import TestingSource, run_main
 
 from connectors.kafka.producer import (
     DELIVERY_ERRORS,
+    FALLBACK,
     REJECTED,
     SKIPPED,
     KafkaDeliveryError,
@@ -255,3 +259,59 @@ def test_undelivered_alarm_raises_like_any_record() -> None:
     with pytest.raises(KafkaDeliveryError, match=r"Kafka delivery failed for 1 record"):
         writer.flush()
     assert DELIVERY_ERRORS.value(topic=topic, error="_MSG_TIMED_OUT") == before + 1
+
+
+def _small_topics(bootstrap: str, config: KafkaSinkConfig, kinds: list[str]) -> None:
+    """Create these kinds' topics with a 2,000-byte message limit before the sink does."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = [NewTopic(config.topic_for(k), 1, 1, config={"max.message.bytes": "2000"}) for k in kinds]
+    for future in admin.create_topics(new).values():
+        future.result(30)
+
+
+def _incompressible_reading() -> Reading:
+    """A reading whose JSON stays far above 2,000 bytes even compressed."""
+    return Reading("press-9", "note", at(1), base64.b64encode(os.urandom(6000)).decode())
+
+
+def test_a_record_the_broker_refuses_for_good_becomes_a_dead_letter(
+    sink_config: KafkaSinkConfig, kafka_bootstrap: str
+) -> None:
+    _small_topics(kafka_bootstrap, sink_config, ["telemetry"])
+    writer = KafkaRecordWriter(sink_config, kafka_bootstrap)
+    writer.ensure_topics(kafka_bootstrap)
+    before = REJECTED.value(kind="telemetry")
+    reading = _incompressible_reading()
+    writer.write([("telemetry", reading)])
+    writer.close()  # no KafkaDeliveryError: the flow would go on
+    assert REJECTED.value(kind="telemetry") == before + 1
+    [envelope] = kcat_read(kafka_bootstrap, sink_config.topic_for("dead_letter"), expected=1)
+    dead = adapter(DeadLetter).validate_json(envelope["payload"])
+    assert dead.reason.startswith("kafka refused a telemetry record")
+    assert "MSG_SIZE_TOO_LARGE" in dead.reason or "too large" in dead.reason
+    assert json.loads(dead.payload)["value"] == reading.value
+
+
+def test_a_dead_letter_no_topic_takes_goes_to_the_fallback_file(
+    sink_config: KafkaSinkConfig, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    config = sink_config.model_copy(
+        update={"dead_letter_fallback": str(tmp_path / "fallback.jsonl")}
+    )
+    _small_topics(kafka_bootstrap, config, ["telemetry", "dead_letter"])
+    writer = KafkaRecordWriter(config, kafka_bootstrap)
+    writer.ensure_topics(kafka_bootstrap)
+    written = FALLBACK.value(outcome="written")
+    reading = _incompressible_reading()
+    writer.write([("telemetry", reading)])
+    writer.close()  # the telemetry record was refused, then its dead letter: no error
+    assert FALLBACK.value(outcome="written") == written + 1
+    [line] = (tmp_path / "fallback.jsonl").read_text().splitlines()
+    kept = json.loads(line)
+    assert kept["kind"] == "dead_letter" and "MSG_SIZE_TOO_LARGE" in kept["reason"]
+    # what the file keeps is the dead letter, which holds the refused reading
+    assert json.loads(adapter(DeadLetter).validate_json(kept["payload"]).payload)["value"] == (
+        reading.value
+    )

@@ -439,3 +439,18 @@ def test_garbage_never_raises_and_everything_is_accounted_for(
         # The catch-all is for bugs; garbage must get a real reason.
         assert not letter.reason.startswith("internal decoder error"), letter.reason
         adapter(DeadLetter).validate_json(to_json(letter))
+
+
+def test_an_oversized_payload_becomes_a_dead_letter_any_broker_takes() -> None:
+    """A 2.1 MB payload (over max_payload_bytes): its dead letter keeps 64 KiB, size and hash."""
+    import hashlib
+
+    payload = json.dumps({"device": "d", "metric": "m", "value": 1, "pad": "x" * 2_200_000})
+    raw = RawMessage(payload.encode(), "mqtt", datetime.now(UTC), "plant/d/m")
+    readings, [dead] = decode_payload(raw, DecodeConfig())
+    assert readings == []
+    assert "payload" in dead.reason and "bytes" in dead.reason
+    assert len(dead.payload.encode()) <= DeadLetter.payload_limit == 65_536
+    assert dead.payload_size == len(payload)
+    assert dead.payload_sha256 == hashlib.sha256(payload.encode()).hexdigest()
+    assert len(to_json(dead)) < 100_000  # far under a broker's ~1 MB

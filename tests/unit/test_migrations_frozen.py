@@ -17,6 +17,9 @@ RELEASED = {
     "004_api": "a76b59a7f91abdf4f3dc1e6fe26b909b8f7d5cf1b373acd1cdba6ccd56362a16",
     "005_api_flows": "a404ef008893055c982f142b3b3df9e8b8524e90826c3f090d6c29f7d3f5e0ca",
     "006_reading_scores": "dc83f687ffb7495bf4144452a9439b19d8b5d7d71afc39d25e059cd54dbcbf91",
+    "007_dead_letter_payload_size": (
+        "196337e14462b5fea7871637f34580e438df32e39fdd920060914acc1199adce"
+    ),
 }
 
 
