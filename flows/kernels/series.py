@@ -46,7 +46,7 @@ from connectors.runtime.metrics import counter
 from connectors.runtime.outputs import Output
 from flows.config import PipelineConfig
 from flows.kernels.rollups import RollupState
-from schemas.models import Alarm, AlarmAction, AnomalyScore, Reading, Rollup
+from schemas.models import Alarm, AlarmAction, AnomalyScore, DeadLetter, Reading, Rollup, to_json
 
 OPERATOR_ACTIONS = counter(
     "streamforge_operator_actions_total",
@@ -120,12 +120,15 @@ class SeriesProcessor:
         """Run one reading through its series' state, appending outputs to ``out``."""
         kind = state.kind
         if kind == "telemetry":
-            out.telemetry.append(reading)
             value = reading.value
             # (is_number(), inlined: this runs for every reading)
-            if (type(value) is not float and type(value) is not int) or reading.quality == "bad":
-                # Bad-quality and non-numeric values are stored, but they must
-                # not move alarms, rollups or the detector's idea of normal.
+            if type(value) is not float and type(value) is not int:
+                out.dead_letter.append(type_conflict(reading))
+                return
+            out.telemetry.append(reading)
+            if reading.quality == "bad":
+                # Bad-quality values are stored, but they must not move
+                # alarms, rollups or the detector's idea of normal.
                 return
             value = float(value)
             reading_ts = reading.ts
@@ -260,6 +263,28 @@ class OutputChunks:
 
 
 _KIND_ORDER = ("telemetry", "event", "alarm", "log", "rollup", "anomaly_score", "dead_letter")
+
+
+def type_conflict(reading: Reading) -> DeadLetter:
+    """The dead letter of a text or bool value on a numeric (telemetry) series.
+
+    Stored as telemetry it would be a row with no number, skipped by rollups,
+    alarms and the detector: a silent hole. ``received_at`` is the reading's
+    time, so a replay after a crash makes the same dead letter (stored once).
+    """
+    return DeadLetter(
+        received_at=reading.ts,
+        source=reading.source,
+        reason=(
+            f"value {reading.value!r} ({type(reading.value).__name__}) on numeric series "
+            f"{reading.metric!r}: numbers only, unless a classification rule makes the "
+            "series an event or log series"
+        ),
+        payload=to_json(reading).decode(),
+        origin=f"{reading.tenant}/{reading.device}/{reading.metric}",
+        step="series",
+        tenant=reading.tenant,
+    )
 
 
 def bucket_of(series: str, buckets: int) -> str:

@@ -106,3 +106,32 @@ def test_scores_ride_on_readings_and_separate_records_are_opt_in() -> None:
     assert [s.score for s in by_kind["anomaly_score"]] == scores[:40]
     assert [r.score for r in by_kind["telemetry"]] == scores
     assert all(s.detector == "default" for s in by_kind["anomaly_score"])
+
+
+def test_text_on_a_numeric_series_is_a_dead_letter_not_telemetry() -> None:
+    logic = SeriesBucketLogic(series_processor(PipelineConfig()), None)
+    at = T0 + timedelta(seconds=60)
+    conflicts = [
+        Reading("pump-1", "pressure", at, "high-127"),
+        Reading("pump-1", "pressure", at + timedelta(seconds=1), True),
+        Reading("pump-1", "pressure", at + timedelta(seconds=2), 4.5),
+    ]
+    out, _ = logic.on_batch([[*_readings(3), *conflicts]])
+    pairs = flatten_outputs(out)
+    telemetry = [r.value for k, r in pairs if k == "telemetry"]
+    dead = [r for k, r in pairs if k == "dead_letter"]
+    assert telemetry == [2.0, 3.0, 4.0, 4.5]  # the numbers only, the series goes on
+    assert [d.step for d in dead] == ["series", "series"]
+    assert "'high-127' (str) on numeric series 'pressure'" in dead[0].reason
+    assert "True (bool)" in dead[1].reason
+    assert dead[0].origin == "default/pump-1/pressure" and dead[0].received_at == at
+
+
+def test_a_series_a_rule_makes_an_event_series_takes_text() -> None:
+    config = PipelineConfig(classification=[{"metric": "mode", "kind": "event"}])
+    logic = SeriesBucketLogic(series_processor(config), None)
+    out, _ = logic.on_batch(
+        [[Reading("pump-1", "mode", T0, 1), Reading("pump-1", "mode", T0 + timedelta(1), "AUTO")]]
+    )
+    kinds = [k for k, _ in flatten_outputs(out)]
+    assert "dead_letter" not in kinds and "event" in kinds
