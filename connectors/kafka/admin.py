@@ -85,6 +85,19 @@ def describe_topic(admin: AdminClient, name: str, timeout: float = 10.0) -> Topi
     return TopicInfo(name, len(topic.partitions), retention)
 
 
+def topic_max_message_bytes(admin: AdminClient, name: str, timeout: float = 10.0) -> int | None:
+    """The topic's ``max.message.bytes`` (the broker's default unless set), None if unknown."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+    try:
+        configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result(
+            timeout=timeout
+        )
+    except KafkaException:
+        return None
+    entry = configs.get("max.message.bytes")
+    return int(entry.value) if entry is not None and entry.value is not None else None
+
+
 def ensure_topics(
     admin: AdminClient,
     specs: Iterable[TopicSpec],

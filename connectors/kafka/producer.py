@@ -53,9 +53,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
 from orjson import JSONEncodeError, dumps
 
-from connectors.kafka.admin import admin_client, ensure_topics
+from connectors.kafka.admin import admin_client, ensure_topics, topic_max_message_bytes
 from connectors.kafka.sink_config import KafkaSinkConfig
 from connectors.runtime.logs import get_logger
 from connectors.runtime.metrics import counter, gauge
@@ -111,6 +112,9 @@ KIND_BY_TYPE: dict[type, str] = {
     DeadLetter: "dead_letter",
 }
 """The output kind of each record type (one type per kind)."""
+
+_DEAD_LETTER_OVERHEAD = 8192
+"""Room for a dead letter's fields besides its payload (reason, origin, times, JSON)."""
 
 REFUSED_FOR_GOOD = frozenset(
     {
@@ -207,7 +211,9 @@ class KafkaRecordWriter:
         delay, deadline = 0.5, time.monotonic() + self.config.delivery_timeout
         while True:
             try:
-                return ensure_topics(admin, self.config.topic_specs())
+                outcomes = ensure_topics(admin, self.config.topic_specs())
+                self.fit_dead_letters(admin)
+                return outcomes
             except KafkaException as exc:
                 error = exc.args[0]
                 retriable = error.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT)
@@ -221,6 +227,35 @@ class KafkaRecordWriter:
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    def fit_dead_letters(self, admin: AdminClient) -> None:
+        """Lower the dead letters' payload limit to what the dead-letter topic takes.
+
+        A dead letter's JSON can be up to 6 times its payload (``\\u00XX``
+        escapes) plus its other fields; the limit is lowered (never raised)
+        so that the worst case fits the topic's ``max.message.bytes`` and the
+        producer's ``message.max.bytes``, and a warning says so.
+        """
+        topic = self.topics.get("dead_letter")
+        if topic is None:
+            return
+        limits = [int(self.config.producer_config.get("message.max.bytes", 1_000_000))]
+        topic_limit = topic_max_message_bytes(admin, topic)
+        if topic_limit is not None:
+            limits.append(topic_limit)
+        fits = max(1024, (min(limits) - _DEAD_LETTER_OVERHEAD) // 6)
+        if DeadLetter.payload_limit > fits:
+            log.warning(
+                "dead-letter payloads cut shorter to fit the dead-letter topic",
+                extra={
+                    "step": "admin",
+                    "topic": topic,
+                    "max_message_bytes": min(limits),
+                    "configured_payload_bytes": DeadLetter.payload_limit,
+                    "payload_bytes": fits,
+                },
+            )
+            DeadLetter.payload_limit = fits
 
     def write(self, items: Iterable[tuple[str, Any]]) -> int:
         """Queue records for their topics (returns how many); raises after a delivery error."""
@@ -457,7 +492,7 @@ class KafkaRecordWriter:
             "reason": reason,
             "payload_size": len(text),
             "payload_encoding": encoding,
-            "payload": text[: DeadLetter.payload_limit],
+            "payload": text,  # whole: a local file has no message size limit
         }
         try:
             with self._lock, open(path, "a", encoding="utf-8") as out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from collections import defaultdict
@@ -261,12 +262,15 @@ def test_undelivered_alarm_raises_like_any_record() -> None:
     assert DELIVERY_ERRORS.value(topic=topic, error="_MSG_TIMED_OUT") == before + 1
 
 
-def _small_topics(bootstrap: str, config: KafkaSinkConfig, kinds: list[str]) -> None:
-    """Create these kinds' topics with a 2,000-byte message limit before the sink does."""
+def _small_topics(bootstrap: str, config: KafkaSinkConfig, limits: dict[str, int]) -> None:
+    """Create these kinds' topics with these message limits (bytes) before the sink does."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = [NewTopic(config.topic_for(k), 1, 1, config={"max.message.bytes": "2000"}) for k in kinds]
+    new = [
+        NewTopic(config.topic_for(kind), 1, 1, config={"max.message.bytes": str(limit)})
+        for kind, limit in limits.items()
+    ]
     for future in admin.create_topics(new).values():
         future.result(30)
 
@@ -277,9 +281,10 @@ def _incompressible_reading() -> Reading:
 
 
 def test_a_record_the_broker_refuses_for_good_becomes_a_dead_letter(
-    sink_config: KafkaSinkConfig, kafka_bootstrap: str
+    sink_config: KafkaSinkConfig, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _small_topics(kafka_bootstrap, sink_config, ["telemetry"])
+    monkeypatch.setattr(DeadLetter, "payload_limit", 65_536)  # restored after the test
+    _small_topics(kafka_bootstrap, sink_config, {"telemetry": 2000})
     writer = KafkaRecordWriter(sink_config, kafka_bootstrap)
     writer.ensure_topics(kafka_bootstrap)
     before = REJECTED.value(kind="telemetry")
@@ -295,12 +300,17 @@ def test_a_record_the_broker_refuses_for_good_becomes_a_dead_letter(
 
 
 def test_a_dead_letter_no_topic_takes_goes_to_the_fallback_file(
-    sink_config: KafkaSinkConfig, kafka_bootstrap: str, tmp_path: Path
+    sink_config: KafkaSinkConfig,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(DeadLetter, "payload_limit", 65_536)  # restored after the test
     config = sink_config.model_copy(
         update={"dead_letter_fallback": str(tmp_path / "fallback.jsonl")}
     )
-    _small_topics(kafka_bootstrap, config, ["telemetry", "dead_letter"])
+    # a dead-letter topic smaller than any dead letter (the sink cuts payloads to 1 KiB at least)
+    _small_topics(kafka_bootstrap, config, {"telemetry": 2000, "dead_letter": 600})
     writer = KafkaRecordWriter(config, kafka_bootstrap)
     writer.ensure_topics(kafka_bootstrap)
     written = FALLBACK.value(outcome="written")
@@ -311,7 +321,31 @@ def test_a_dead_letter_no_topic_takes_goes_to_the_fallback_file(
     [line] = (tmp_path / "fallback.jsonl").read_text().splitlines()
     kept = json.loads(line)
     assert kept["kind"] == "dead_letter" and "MSG_SIZE_TOO_LARGE" in kept["reason"]
-    # what the file keeps is the dead letter, which holds the refused reading
-    assert json.loads(adapter(DeadLetter).validate_json(kept["payload"]).payload)["value"] == (
-        reading.value
-    )
+    # what the file keeps is the whole dead letter, which holds the refused reading:
+    # cut to the 1 KiB the small topic allowed, with the reading's size and hash
+    dead = adapter(DeadLetter).validate_json(kept["payload"])
+    original = to_json(reading)
+    assert original.decode().startswith(dead.payload) and len(dead.payload) == 1024
+    assert dead.payload_size == len(original)
+    assert dead.payload_sha256 == hashlib.sha256(original).hexdigest()
+
+
+def test_dead_letter_payloads_are_cut_to_fit_the_dead_letter_topic(
+    sink_config: KafkaSinkConfig, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    monkeypatch.setattr(DeadLetter, "payload_limit", 65_536)  # restored after the test
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    topic = sink_config.topic_for("dead_letter")
+    small = NewTopic(topic, 1, 1, config={"max.message.bytes": "100000"})
+    admin.create_topics([small])[topic].result(30)
+    writer = KafkaRecordWriter(sink_config, kafka_bootstrap)
+    writer.ensure_topics(kafka_bootstrap)
+    assert DeadLetter.payload_limit == (100_000 - 8192) // 6
+    # the worst case (every character escaped as \\u00XX) now fits the topic
+    dead = DeadLetter(at(1), "mqtt", "test", "\x01" * 200_000)
+    writer.write([("dead_letter", dead)])
+    writer.close()
+    [envelope] = kcat_read(kafka_bootstrap, topic, expected=1)
+    assert adapter(DeadLetter).validate_json(envelope["payload"]).payload_size == 200_000
