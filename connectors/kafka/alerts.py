@@ -51,6 +51,7 @@ import urllib.request
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from pydantic import ValidationError
 
+from connectors.kafka.dedupe import Deduplicator
 from connectors.kafka.sink_config import KafkaSinkConfig
 from connectors.runtime.metrics import counter
 from connectors.runtime.outputs import format_text
@@ -58,6 +59,10 @@ from schemas.models import Alarm, adapter, to_dict
 from schemas.settings import Settings
 
 ALERTS = counter("streamforge_alerts_total", "Alarm transitions delivered, by output")
+DUPLICATES = counter(
+    "streamforge_alerts_duplicates_total",
+    "Alarm transitions seen again (a flow's replay after a crash) and not told twice",
+)
 INVALID = counter(
     "streamforge_alerts_invalid_total", "Messages on the alarms topic that are not alarms"
 )
@@ -159,13 +164,16 @@ def _consumer(args: argparse.Namespace) -> Consumer:
     return consumer
 
 
-def _handle(msg: Message, args: argparse.Namespace) -> None:
+def _handle(msg: Message, args: argparse.Namespace, seen: Deduplicator) -> None:
     where = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
     try:
         alarm = parse_alarm(msg.value())
     except ValueError as exc:
         INVALID.inc()
         print(f"alerts: skipped {where}: {exc}", file=sys.stderr, flush=True)
+        return
+    if not seen.is_new("alarm", {"id": alarm.id, "seq": alarm.seq}):
+        DUPLICATES.inc()  # a transition the flow wrote again after a crash: told once
         return
     if args.webhook:
         post_with_retry(
@@ -183,6 +191,7 @@ def _handle(msg: Message, args: argparse.Namespace) -> None:
 def follow(args: argparse.Namespace) -> int:
     """Consume alarms until ``--max-messages`` (or forever); the exit status."""
     consumer = _consumer(args)
+    seen = Deduplicator()
     handled = 0
     last_error = 0.0
     try:
@@ -198,7 +207,7 @@ def follow(args: argparse.Namespace) -> int:
                     print(f"alerts: kafka error (retrying): {error.str()}", file=sys.stderr)
                 continue
             try:
-                _handle(msg, args)
+                _handle(msg, args, seen)
             except WebhookError as exc:
                 print(f"alerts: {exc}; exiting without committing this alarm", file=sys.stderr)
                 return 1

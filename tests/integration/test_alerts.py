@@ -139,3 +139,19 @@ def test_follower_exits_nonzero_when_the_webhook_stays_down(
     assert done.returncode == 1
     assert "exiting without committing this alarm" in done.stderr
     assert len(handler.received) == 2
+
+
+def test_a_replayed_transition_is_told_once(
+    kafka_bootstrap: str, alarms_topic: tuple[str, list[Alarm]]
+) -> None:
+    """After a crash the flow writes its transitions again; the follower tells each once."""
+    topic, alarms = alarms_topic
+    config = KafkaSinkConfig(topic_prefix=topic.removesuffix("alarms"), kinds=["alarm"])
+    assert config.topic_for("alarm") == topic
+    writer = KafkaRecordWriter(config, kafka_bootstrap)
+    writer.write([("alarm", a) for a in alarms])  # the replay: the same three again
+    writer.close()
+    done = follow(kafka_bootstrap, topic, "--max-messages", "6")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and sum("ALARM CLEARED" in ln for ln in lines) == 1
