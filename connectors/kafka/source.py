@@ -72,6 +72,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -198,13 +199,30 @@ class KafkaPartition(StatefulSourcePartition[RawMessage, int | None]):
         out: list[RawMessage] = []
         append = out.append
         last = None
+        # received_at is the message's Kafka timestamp, not the time it was read: a
+        # replay after a crash then gives the same received_at, so what depends on it
+        # (a reading without "ts", a dead letter's identity) is the same again and
+        # the sinks store it once. (One datetime per distinct millisecond.)
+        stamp_ms, stamp = -1, now
         for msg in msgs:
             error = msg.error()
             if error is not None:
                 self._on_error(error)
                 continue
+            kind, ms = msg.timestamp()
+            if kind == TIMESTAMP_NOT_AVAILABLE:
+                received = now
+            elif ms == stamp_ms:
+                received = stamp
+            else:
+                stamp_ms, stamp = ms, datetime.fromtimestamp(ms / 1000, UTC)
+                received = stamp
             offset = msg.offset()
-            append(RawMessage(msg.value() or b"", "kafka", now, f"{prefix}{offset}", defaults, fmt))
+            append(
+                RawMessage(
+                    msg.value() or b"", "kafka", received, f"{prefix}{offset}", defaults, fmt
+                )
+            )
             last = offset
         if last is not None:
             self._next = last + 1
