@@ -1,4 +1,4 @@
-.PHONY: up down status install test lint schemas demo bench clean
+.PHONY: up down status install test lint schemas demo bench soak clean
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -52,6 +52,12 @@ demo: install
 # Benchmarks: print figures and write JSON reports under tests/bench/reports/.
 bench: install
 	bash deploy/run-bench.sh
+
+# The fault soak (not in `make test`): 30 crashes and outages of the flow and the
+# services while readings flow, then the database checked against what Kafka took.
+soak: install
+	bash deploy/services.sh up >/dev/null
+	$(PY) -m tests.soak.soak_faults
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build
