@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -73,25 +74,41 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def test_writes_block_during_an_outage_and_all_rows_arrive_once(outage_db: str) -> None:
-    config = TimescaleSinkConfig(database_url=outage_db, retry_initial=0.2, retry_max=1.0)
-    part = TimescaleSink(config).sync_writer("outage_test")
-    done: list[int] = []
-    errors: list[BaseException] = []
-    stop = threading.Event()
+class BatchWriter(threading.Thread):
+    """Writes batch after batch through a sink partition; ``done`` lists the acknowledged ones."""
 
-    def write_forever() -> None:
+    def __init__(self, part: Any, pause: float = 0.0) -> None:
+        super().__init__(daemon=True)
+        self.part, self.pause = part, pause
+        self.done: list[int] = []
+        self.errors: list[BaseException] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
         number = 0
         try:
-            while not stop.is_set():
-                part.write_batch(batch(number))  # blocks while the database is down
-                done.append(number)
+            while not self.halt.is_set():
+                self.part.write_batch(batch(number))  # blocks while the database is down
+                self.done.append(number)
                 number += 1
-                time.sleep(0.02)
+                time.sleep(self.pause)
         except BaseException as exc:
-            errors.append(exc)
+            self.errors.append(exc)
 
-    writer = threading.Thread(target=write_forever, daemon=True)
+    def wait_for_more(self, more: int, what: str) -> None:
+        target = len(self.done) + more
+        wait_for(lambda: len(self.done) >= target, 60, what)
+
+    def finish(self) -> None:
+        self.halt.set()
+        self.join(timeout=60)
+        self.part.close()
+
+
+def test_writes_block_during_an_outage_and_all_rows_arrive_once(outage_db: str) -> None:
+    config = TimescaleSinkConfig(database_url=outage_db, retry_initial=0.2, retry_max=1.0)
+    writer = BatchWriter(TimescaleSink(config).sync_writer("outage_test"), pause=0.02)
+    done, errors = writer.done, writer.errors
     writer.start()
     wait_for(lambda: len(done) >= 3, 30, "the first batches")
     retries = RETRIES.total()
@@ -108,9 +125,7 @@ def test_writes_block_during_an_outage_and_all_rows_arrive_once(outage_db: str) 
     finally:
         services("start")
     wait_for(lambda: len(done) >= down_since + 3, 60, "writes to resume")
-    stop.set()
-    writer.join(timeout=60)
-    part.close()
+    writer.finish()
     assert errors == []
     assert PENDING.value(worker="0") == 0
     with psycopg.connect(outage_db) as conn:
@@ -132,38 +147,18 @@ def test_a_database_crash_loses_no_acknowledged_row(outage_db: str) -> None:
         name = conn.info.dbname
         conn.execute(f"ALTER DATABASE {name} SET synchronous_commit = off")
     config = TimescaleSinkConfig(database_url=outage_db, retry_initial=0.2, retry_max=1.0)
-    part = TimescaleSink(config).sync_writer("crash_test")
-    done: list[int] = []
-    errors: list[BaseException] = []
-    stop = threading.Event()
-
-    def write_forever() -> None:
-        number = 0
-        try:
-            while not stop.is_set():
-                part.write_batch(batch(number))  # blocks while the database is down
-                done.append(number)
-                number += 1
-        except BaseException as exc:
-            errors.append(exc)
-
-    def wait_for_batches(more: int, what: str) -> None:
-        target = len(done) + more
-        wait_for(lambda: len(done) >= target, 60, what)
-
-    writer = threading.Thread(target=write_forever, daemon=True)
+    writer = BatchWriter(TimescaleSink(config).sync_writer("crash_test"))
+    done, errors = writer.done, writer.errors
     writer.start()
     try:
         for _crash in range(5):
-            wait_for_batches(5, "batches before the crash")
+            writer.wait_for_more(5, "batches before the crash")
             services("kill")  # in the middle of the stream: no pause before it
             services("start")
     finally:
         services("start")  # (a no-op when it is running)
-    wait_for_batches(3, "writes to resume")
-    stop.set()
-    writer.join(timeout=60)
-    part.close()
+    writer.wait_for_more(3, "writes to resume")
+    writer.finish()
     assert errors == []
     with psycopg.connect(outage_db) as conn:
         row = conn.execute("SELECT count(*), count(DISTINCT (device, ts)) FROM readings").fetchone()
