@@ -1,4 +1,4 @@
-"""Hostile payloads on the raw Kafka topic: the flow runs through all of them, accounting for each.
+"""Hostile payloads on the raw Kafka topic and over MQTT: the flow runs through all of them.
 
 Huge, deeply nested, wrong types, NaN and infinities, bad UTF-8, timestamps
 far in the past and future, duplicate keys, arrays of many tiny items, text
@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +27,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.kafka.sink_config import KafkaSinkConfig
+from connectors.mqtt.source import CONNECTED
 from flows.config import PipelineConfig
 from flows.decode import decode_payload
 from flows.ingest import build_flow
@@ -33,6 +37,7 @@ from schemas.models import RawMessage
 from schemas.settings import Settings
 from tests.integration.e2e_tools import create_database, drop_database
 from tests.support.kafka_tools import consume_all, delete_topics, unique
+from tests.support.mqtt_broker import Publisher
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timescale]
 
@@ -164,3 +169,56 @@ def test_hostile_payloads_neither_stop_the_flow_nor_vanish(
             [raw_topic, *(KafkaSinkConfig(topic_prefix=prefix).topic_for(k) for k in KINDS)],
         )
         drop_database(database_url, url)
+
+
+@pytest.mark.mqtt
+@pytest.mark.timeout(180)
+def test_hostile_payloads_over_mqtt_neither_stop_the_flow_nor_vanish(
+    mqtt_address: tuple[str, int], settings: Settings
+) -> None:
+    """The same payloads published with QoS 1 to the local Mosquitto, through the MQTT source."""
+    payloads = hostile_payloads()
+    url = f"mqtt://{mqtt_address[0]}:{mqtt_address[1]}"
+    topic = f"sf-fuzz/{uuid.uuid4().hex[:10]}/in"
+    name = "fuzz"
+    config = PipelineConfig.model_validate(
+        {
+            "sources": [
+                {"type": "mqtt", "name": name, "url": url, "limit": len(payloads),
+                 "subscriptions": [{"topic": topic, "qos": 1}]}
+            ],
+            "sinks": [{"type": "null"}],
+        }
+    )  # fmt: skip
+    client = f"{config.sources[0].client_id}-0"
+    errors: list[BaseException] = []
+
+    def publish() -> None:
+        try:
+            deadline = time.monotonic() + 30
+            while CONNECTED.value(source=name, client=client) != 1:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the MQTT source never subscribed")
+                time.sleep(0.01)
+            publisher = Publisher(url)
+            for payload in payloads:
+                publisher.publish(topic, payload, qos=1)
+            publisher.flush(60)
+            publisher.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    out: list[tuple[str, Any]] = []
+    run_main(build_flow(config, settings, sinks=[TestingSink(out)]))  # ends at `limit`
+    publisher.join(10)
+    assert errors == []
+
+    now = datetime.now(UTC)
+    oracle: list[tuple[str, Any]] = []
+    messages = [RawMessage(p, "mqtt", now, topic) for p in payloads]
+    run_main(build_flow(config, settings, sources=[TestingSource(messages)],
+                        sinks=[TestingSink(oracle)]))  # fmt: skip
+    got, expected = Counter(k for k, _ in out), Counter(k for k, _ in oracle)
+    assert expected["dead_letter"] >= 30 and got == expected
