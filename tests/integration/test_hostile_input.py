@@ -27,6 +27,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.kafka.sink_config import KafkaSinkConfig
+from connectors.mqtt.config import MqttSourceConfig
 from connectors.mqtt.source import CONNECTED
 from flows.config import PipelineConfig
 from flows.decode import decode_payload
@@ -190,7 +191,9 @@ def test_hostile_payloads_over_mqtt_neither_stop_the_flow_nor_vanish(
             "sinks": [{"type": "null"}],
         }
     )  # fmt: skip
-    client = f"{config.sources[0].client_id}-0"
+    source = config.sources[0]
+    assert isinstance(source, MqttSourceConfig)
+    client = f"{source.client_id}-0"
     errors: list[BaseException] = []
 
     def publish() -> None:
