@@ -147,7 +147,10 @@ class ModbusTag(_Strict):
         if self.type == "string":
             if self.length is None:
                 raise ValueError(f"{self.metric}: a string tag needs length (registers)")
-            "probe".encode(self.encoding)  # unknown encodings fail here, not at poll time
+            try:  # unknown encodings fail here, with the config's message, not at poll time
+                "probe".encode(self.encoding)
+            except LookupError:
+                raise ValueError(f"{self.metric}: unknown encoding {self.encoding!r}") from None
         elif self.length is not None:
             raise ValueError(f"{self.metric}: length applies to string tags only")
         if self.bit is not None and self.type != "bool":
@@ -233,6 +236,15 @@ class ModbusDevice(_Strict):
             raise ValueError(f"device {self.name}: transport rtu needs serial_port")
         if self.backoff_max < self.backoff_initial:
             raise ValueError(f"device {self.name}: backoff_max must be >= backoff_initial")
+        names = [group.name for group in self.groups]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            # The poller picks a group's requests by name: two groups of one name
+            # would each poll both groups' tags, at both intervals.
+            raise ValueError(
+                f"device {self.name}: group names must differ, {twice} used twice "
+                "(groups without a name are called 'default')"
+            )
         seen: set[str] = set()
         for group in self.groups:
             for tag in group.tags:

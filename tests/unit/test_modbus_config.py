@@ -70,6 +70,7 @@ def test_defaults_and_durations() -> None:
         ({"type": "float64", "address": 65533}, "beyond 65535"),
         ({"type": "int24"}, "Input should be"),
         ({"word_order": "ABDC"}, "Input should be"),
+        ({"type": "string", "length": 2, "encoding": "nope"}, "unknown encoding 'nope'"),
     ],
 )
 def test_bad_tags_are_rejected_with_a_reason(tag: dict[str, Any], message: str) -> None:
@@ -92,6 +93,22 @@ def test_bad_devices_are_rejected() -> None:
         _config(tag, timeout="soon")
     with pytest.raises(ValidationError, match="backoff_max"):
         _config(tag, backoff_initial=10, backoff_max=1)
+
+
+def test_groups_of_one_device_need_different_names() -> None:
+    """The poller picks a group's requests by name: two of one name would poll each other's tags."""
+    two = {
+        "name": "p",
+        "host": "127.0.0.1",
+        "groups": [
+            {"tags": [{"metric": "a", "address": 0}]},
+            {"interval": "5s", "tags": [{"metric": "b", "address": 1}]},
+        ],
+    }
+    with pytest.raises(ValidationError, match=r"group names must differ, \['default'\]"):
+        ModbusSourceConfig.model_validate({"devices": [two]})
+    two["groups"][1]["name"] = "slow"  # type: ignore[index]
+    assert len(ModbusSourceConfig.model_validate({"devices": [two]}).devices[0].groups) == 2
 
 
 def test_devices_on_one_gateway_must_share_connection_settings() -> None:
