@@ -37,9 +37,9 @@ Every topic can be renamed or given its own partitions and retention::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from schemas.durations import parse_duration
 from schemas.kinds import ALL_OUTPUT_KINDS, OutputKind
@@ -66,6 +66,15 @@ def retention_ms(value: str | float | int) -> int:
     return ms
 
 
+def _retention_text(value: Any) -> str:
+    retention_ms(value)  # refuses what Kafka could not be given, at config load
+    return str(value)
+
+
+Retention = Annotated[str, BeforeValidator(_retention_text)]
+"""A topic retention in a config: a duration (``"7d"``) or ``"forever"``."""
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     """A topic as the admin code creates it (see :mod:`connectors.kafka.admin`)."""
@@ -88,15 +97,7 @@ class KafkaTopicConfig(BaseModel):
 
     name: str | None = Field(None, min_length=1, max_length=249)
     partitions: int | None = Field(None, ge=1, le=10_000)
-    retention: str | None = None
-
-    @field_validator("retention", mode="before")
-    @classmethod
-    def _check_retention(cls, value: Any) -> Any:
-        if value is not None:
-            retention_ms(value)
-            return str(value)
-        return value
+    retention: Retention | None = None
 
 
 def _alarms_only() -> list[OutputKind]:
@@ -125,7 +126,7 @@ class KafkaSinkConfig(BaseModel):
     create_topics: bool = True
     partitions: int = Field(3, ge=1, le=10_000)
     replication_factor: int = Field(1, ge=1, le=32)
-    retention: str = "7d"
+    retention: Retention = "7d"
     linger: float = Field(0.010, ge=0.0, le=5.0)
     immediate_kinds: list[OutputKind] = Field(
         default_factory=_alarms_only,
@@ -149,12 +150,6 @@ class KafkaSinkConfig(BaseModel):
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
-
-    @field_validator("retention", mode="before")
-    @classmethod
-    def _check_retention(cls, value: Any) -> str:
-        retention_ms(value)
-        return str(value)
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> KafkaSinkConfig:

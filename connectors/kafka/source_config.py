@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from connectors.kafka.sink_config import Retention
 from schemas.durations import parse_duration
 
 
@@ -55,7 +56,7 @@ class KafkaSourceConfig(BaseModel):
     idle_wait: float = Field(0.010, ge=0.0, le=10.0)
     create_topic: bool = True
     partitions: int = Field(3, ge=1, le=10_000)
-    retention: str = "7d"
+    retention: Retention = "7d"
     connect_timeout: float = Field(60.0, gt=0.0, le=3600.0)
     stop_at_end: bool = False
     consumer_config: dict[str, str | int | float | bool] = Field(default_factory=dict)
@@ -64,11 +65,3 @@ class KafkaSourceConfig(BaseModel):
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
-
-    @field_validator("retention", mode="before")
-    @classmethod
-    def _check_retention(cls, value: Any) -> str:
-        from connectors.kafka.sink_config import retention_ms
-
-        retention_ms(value)
-        return str(value)
