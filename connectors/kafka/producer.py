@@ -399,7 +399,8 @@ class KafkaRecordWriter:
             # retry or replay can change that, so it becomes a dead letter.
             kind = self._kind_of_topic.get(topic, "?")
             reason = f"broker refused it: {err.name()}: {err.str()}"
-            self._refused(kind, msg.value() or b"", reason, topic)
+            # (inside poll/flush: no waiting for room here, a full queue means the file)
+            self._refused(kind, msg.value() or b"", reason, topic, wait=False)
             return
         with self._lock:
             self._failed += 1
@@ -447,12 +448,16 @@ class KafkaRecordWriter:
             payload = value if value is not None else to_json(record)
         except Exception:
             payload = repr(record).encode()
-        self._refused(kind, payload, reason, self.topics.get(kind, "?"), record)
+        self._refused(kind, payload, reason, self.topics.get(kind, "?"), record, wait=True)
 
     def _refused(
-        self, kind: str, payload: bytes, reason: str, topic: str, record: Any = None
+        self, kind: str, payload: bytes, reason: str, topic: str, record: Any = None, *, wait: bool
     ) -> None:
-        """Send a refused record to the dead-letter topic; a refused dead letter to the file."""
+        """Send a refused record to the dead-letter topic; a refused dead letter to the file.
+
+        ``wait``: wait for room in a full producer queue (backpressure), as every
+        write does; a delivery callback cannot, and falls back to the file instead.
+        """
         REJECTED.inc(kind=kind)
         log.error(
             "record refused; sending it as a dead letter",
@@ -463,7 +468,7 @@ class KafkaRecordWriter:
         if kind == "dead_letter" or type(record) is DeadLetter or dead_topic is None:
             # The dead letters' own destination refused it (or there is none): the
             # last resort is a local file, so that the flow goes on and nothing is silent.
-            self._fall_back(kind, text, encoding, reason)
+            self._fall_back(kind, text, encoding, reason, len(payload))
             return
         dead = DeadLetter(
             received_at=datetime.now(UTC),
@@ -476,21 +481,24 @@ class KafkaRecordWriter:
             tenant=getattr(record, "tenant", None),
         )
         # Through the dead-letter kind's own producer: a kind always uses one producer.
+        producer, headers = self._by_kind["dead_letter"], self.headers["dead_letter"]
         try:
-            self._by_kind["dead_letter"].produce(
-                dead_topic, to_json(dead), message_key(dead), headers=self.headers["dead_letter"]
-            )
+            if wait:
+                self._produce(producer, dead_topic, to_json(dead), message_key(dead), headers)
+            else:
+                producer.produce(dead_topic, to_json(dead), message_key(dead), headers=headers)
         except (BufferError, KafkaException) as exc:
-            self._fall_back(kind, text, encoding, f"{reason}; dead-letter topic: {exc}")
+            reason = f"{reason}; dead-letter topic: {exc}"
+            self._fall_back(kind, text, encoding, reason, len(payload))
 
-    def _fall_back(self, kind: str, text: str, encoding: str, reason: str) -> None:
+    def _fall_back(self, kind: str, text: str, encoding: str, reason: str, size: int) -> None:
         """Append a record no Kafka topic took to the fallback file (JSON lines)."""
         path = self.config.dead_letter_fallback
         line = {
             "at": datetime.now(UTC).isoformat(),
             "kind": kind,
             "reason": reason,
-            "payload_size": len(text),
+            "payload_size": size,  # bytes of the refused payload
             "payload_encoding": encoding,
             "payload": text,  # whole: a local file has no message size limit
         }
