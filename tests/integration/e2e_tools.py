@@ -34,6 +34,7 @@ from confluent_kafka.admin import AdminClient
 from connectors.kafka.sink_config import TOPIC_SUFFIX
 from connectors.simulator.config import SimulatorSourceConfig
 from connectors.simulator.source import PlantSimulator
+from flows.recovery import ensure_recovery_store
 from schemas.models import to_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -327,7 +328,7 @@ class FlowProcess:
     """``python -m bytewax.run flows.ingest`` in a subprocess, with a config file of its own.
 
     With ``recovery`` the flow snapshots every ``snapshot_s`` seconds into
-    ``workdir/recovery`` (initialised with ``python -m bytewax.recovery``
+    ``workdir/recovery`` (created by :func:`flows.recovery.ensure_recovery_store`
     on the first start), so a restart resumes. Its output (JSON logs) goes
     to ``workdir/flow-<n>.log``.
     """
@@ -369,15 +370,8 @@ class FlowProcess:
 
     def start(self) -> None:
         """Start (or restart) the flow."""
-        if self.recovery is not None and not self.recovery.exists():
-            self.recovery.mkdir()
-            subprocess.run(
-                [sys.executable, "-m", "bytewax.recovery", str(self.recovery), "1"],
-                check=True,
-                capture_output=True,
-                env=self.env,
-                timeout=60,
-            )
+        if self.recovery is not None:
+            ensure_recovery_store(self.recovery, 1)  # as deployments do: created once
         self.starts += 1
         self.started_at = time.time()
         log = (self.workdir / f"flow-{self.starts}.log").open("wb")
