@@ -109,10 +109,10 @@ class KernelFinder(MetaPathFinder):
             return spec_from_file_location(fullname, source)
         if self.checkout is None:
             return None  # installed: Python's own finder picks the extension beside the source
-        extension = self._built_extension(fullname, source)
+        extension = self._built_extension(source)
         return spec_from_file_location(fullname, extension or source)
 
-    def _built_extension(self, fullname: str, source: Path) -> Path | None:
+    def _built_extension(self, source: Path) -> Path | None:
         """The extension of ``build/kernels`` for a kernel, if the build is current."""
         assert self.checkout is not None
         build = self.checkout / BUILD_DIR
