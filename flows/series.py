@@ -46,9 +46,11 @@ class SeriesStart:
     def __call__(self, first: Reading) -> SeriesState:
         """The state of the series ``first`` belongs to, as the config says."""
         kind = self.classifier.resolve(first.device, first.metric)
+        inferred = kind is None
         if kind is None:
             kind = "telemetry" if is_number(first.value) else "event"
         state = SeriesState(kind)
+        state.text = inferred and kind == "event"
         config = self.config
         t, d, m = first.tenant, first.device, first.metric
         if kind == "telemetry":

@@ -7,6 +7,7 @@ from flows.kernels.rollups cimport RollupState
 
 cdef class SeriesState:
     cdef public str kind
+    cdef public bint text
     cdef public object events, detector, anomaly_alarm, device_alarm
     cdef public list threshold_alarms
     cdef public RollupState rollups

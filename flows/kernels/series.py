@@ -64,6 +64,7 @@ class SeriesState:
         "events",
         "kind",
         "rollups",
+        "text",
         "threshold_alarms",
     )
 
@@ -77,6 +78,10 @@ class SeriesState:
         self.detector: Any = None  # an anomaly detector (flows.anomaly), for telemetry
         self.anomaly_alarm: Any = None  # an AnomalyAlarmTracker, for telemetry
         self.device_alarm: Any = None  # a DeviceAlarmTracker, for device alarm bits
+        # An event series because its first value was text or a bool (no rule
+        # said so): a number on it later is a type conflict, as text is on a
+        # numeric series. A rule's event series takes numbers (a mode code).
+        self.text = False
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -123,7 +128,7 @@ class SeriesProcessor:
             value = reading.value
             # (is_number(), inlined: this runs for every reading)
             if type(value) is not float and type(value) is not int:
-                out.dead_letter.append(type_conflict(reading))
+                out.dead_letter.append(type_conflict(reading, "numeric"))
                 return
             out.telemetry.append(reading)
             if reading.quality == "bad":
@@ -172,6 +177,11 @@ class SeriesProcessor:
                     out.alarm.extend(alarms)
         elif kind == "event":
             assert state.events is not None
+            if state.text:
+                value = reading.value
+                if type(value) is float or type(value) is int:
+                    out.dead_letter.append(type_conflict(reading, "text"))
+                    return
             event = state.events.update(reading)
             if event is not None:
                 out.event.append(event)
@@ -265,20 +275,28 @@ class OutputChunks:
 _KIND_ORDER = ("telemetry", "event", "alarm", "log", "rollup", "anomaly_score", "dead_letter")
 
 
-def type_conflict(reading: Reading) -> DeadLetter:
-    """The dead letter of a text or bool value on a numeric (telemetry) series.
+def type_conflict(reading: Reading, series_type: str) -> DeadLetter:
+    """The dead letter of a value whose type is not its series' (``numeric`` or ``text``).
 
-    Stored as telemetry it would be a row with no number, skipped by rollups,
-    alarms and the detector: a silent hole. ``received_at`` is the reading's
-    time, so a replay after a crash makes the same dead letter (stored once).
+    Text or a bool on a numeric (telemetry) series, stored as telemetry,
+    would be a row with no number, skipped by rollups, alarms and the
+    detector: a silent hole. A number on a series whose values were text
+    (an event series no rule declared) is the same mistake the other way.
+    ``received_at`` is the reading's time, so a replay after a crash makes
+    the same dead letter (stored once).
     """
+    if series_type == "numeric":
+        allowed = (
+            "numbers only, unless a classification rule makes the series an event or log series"
+        )
+    else:
+        allowed = "text or booleans only, unless a classification rule makes it an event series"
     return DeadLetter(
         received_at=reading.ts,
         source=reading.source,
         reason=(
-            f"value {reading.value!r} ({type(reading.value).__name__}) on numeric series "
-            f"{reading.metric!r}: numbers only, unless a classification rule makes the "
-            "series an event or log series"
+            f"value {reading.value!r} ({type(reading.value).__name__}) on {series_type} "
+            f"series {reading.metric!r}: {allowed}"
         ),
         payload=to_json(reading).decode(),
         origin=f"{reading.tenant}/{reading.device}/{reading.metric}",

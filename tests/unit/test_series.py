@@ -135,3 +135,31 @@ def test_a_series_a_rule_makes_an_event_series_takes_text() -> None:
     )
     kinds = [k for k, _ in flatten_outputs(out)]
     assert "dead_letter" not in kinds and "event" in kinds
+
+
+def test_a_number_on_a_text_series_is_a_dead_letter() -> None:
+    logic = SeriesBucketLogic(series_processor(PipelineConfig()), None)
+    door = [
+        Reading("pump-1", "door", T0, "open"),
+        Reading("pump-1", "door", T0 + timedelta(seconds=1), 3),
+        Reading("pump-1", "door", T0 + timedelta(seconds=2), "closed"),
+        Reading("pump-1", "door", T0 + timedelta(seconds=3), 0.5),
+    ]
+    out, _ = logic.on_batch([door])
+    pairs = flatten_outputs(out)
+    events = [e.value for k, e in pairs if k == "event"]
+    dead = [d for k, d in pairs if k == "dead_letter"]
+    assert events == ["open", "closed"]  # the text goes on as events
+    assert len(dead) == 2 and all(d.step == "series" for d in dead)
+    assert "3 (int) on text series 'door'" in dead[0].reason
+    assert "0.5 (float)" in dead[1].reason
+
+
+def test_a_bool_series_takes_bools_and_text() -> None:
+    logic = SeriesBucketLogic(series_processor(PipelineConfig()), None)
+    values: list[bool | str] = [True, False, "fault", True]
+    readings = [
+        Reading("pump-1", "running", T0 + timedelta(seconds=i), v) for i, v in enumerate(values)
+    ]
+    out, _ = logic.on_batch([readings])
+    assert "dead_letter" not in [k for k, _ in flatten_outputs(out)]
