@@ -8,9 +8,15 @@ from flows.kernels.rollups cimport RollupState
 cdef class SeriesState:
     cdef public str kind
     cdef public bint text
+    cdef public double last_epoch
+    cdef public object recent
+    cdef public int recent_pos
     cdef public object events, detector, anomaly_alarm, device_alarm
     cdef public list threshold_alarms
     cdef public RollupState rollups
+
+    @cython.locals(i=int, pos=int)
+    cpdef int repeats(self, double epoch, double value)
 
 cdef class OutputChunks:
     cdef public list telemetry, event, alarm, log, rollup, anomaly_score, dead_letter
@@ -24,5 +30,5 @@ cdef class SeriesProcessor:
     cpdef bint process_batch(self, chunks, dict series, dict last_seen, double now,
                              OutputChunks out)
 
-    @cython.locals(kind=str, produced=list, epoch=double, score=double)
+    @cython.locals(kind=str, produced=list, epoch=double, score=double, repeat=int)
     cpdef process(self, SeriesState state, reading, OutputChunks out)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from array import array
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +48,18 @@ from connectors.runtime.outputs import Output
 from flows.config import PipelineConfig
 from flows.kernels.rollups import RollupState
 from schemas.models import Alarm, AlarmAction, AnomalyScore, DeadLetter, Reading, Rollup, to_json
+
+DUPLICATES = counter(
+    "streamforge_duplicate_readings_total",
+    "Telemetry readings repeating a timestamp their series had just had, by outcome "
+    "(same: a redelivery, dropped; conflict: another value, a dead letter)",
+)
+
+# Timestamps (and values) each telemetry series remembers to recognise a
+# redelivered reading: an MQTT broker resending unacknowledged messages
+# after a reconnect, a client retrying a POST, a gateway resending. Without
+# it the repeat would count twice in rollups and move the detector twice.
+RECENT_READINGS = 32
 
 OPERATOR_ACTIONS = counter(
     "streamforge_operator_actions_total",
@@ -63,6 +76,9 @@ class SeriesState:
         "device_alarm",
         "events",
         "kind",
+        "last_epoch",
+        "recent",
+        "recent_pos",
         "rollups",
         "text",
         "threshold_alarms",
@@ -82,13 +98,44 @@ class SeriesState:
         # said so): a number on it later is a type conflict, as text is on a
         # numeric series. A rule's event series takes numbers (a mode code).
         self.text = False
+        # Duplicates (telemetry): the latest timestamp (epoch seconds), and a
+        # ring of the last RECENT_READINGS (epoch, value) pairs, interleaved.
+        self.last_epoch = float("-inf")
+        self.recent: array[float] | None = None
+        self.recent_pos = 0
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # A snapshot of an earlier version lacks the newer fields: defaults first.
+        self.text, self.last_epoch, self.recent, self.recent_pos = False, float("-inf"), None, 0
         for name, value in state.items():
             setattr(self, name, value)
+
+    def repeats(self, epoch: float, value: float) -> int:
+        """Remember a telemetry reading; 1 if it repeats a remembered one, -1 if it contradicts it.
+
+        Readings of a series mostly come in time order, so the usual case is
+        a new latest timestamp, which cannot repeat anything. One earlier than
+        the latest is looked up among the remembered ones: the same timestamp
+        with the same value is a repeat, with another value a contradiction
+        (neither is remembered again). 0: a new reading, now remembered.
+        """
+        recent = self.recent
+        if recent is None:
+            recent = self.recent = array("d", [float("nan")] * (2 * RECENT_READINGS))
+        if epoch > self.last_epoch:
+            self.last_epoch = epoch
+        else:
+            for i in range(0, 2 * RECENT_READINGS, 2):
+                if recent[i] == epoch:
+                    return 1 if recent[i + 1] == value else -1
+        pos = self.recent_pos
+        recent[pos] = epoch
+        recent[pos + 1] = value
+        self.recent_pos = (pos + 2) % (2 * RECENT_READINGS)
+        return 0
 
 
 class SeriesProcessor:
@@ -130,22 +177,30 @@ class SeriesProcessor:
             if type(value) is not float and type(value) is not int:
                 out.dead_letter.append(type_conflict(reading, "numeric"))
                 return
+            value = float(value)
+            reading_ts = reading.ts
+            ts, epoch = self._epoch
+            if ts is not reading_ts:
+                epoch = reading_ts.timestamp()
+                self._epoch = (reading_ts, epoch)
+            repeat = state.repeats(epoch, value)
+            if repeat:
+                if repeat > 0:
+                    DUPLICATES.inc(outcome="same")
+                else:
+                    DUPLICATES.inc(outcome="conflict")
+                    out.dead_letter.append(second_value(reading))
+                return
             out.telemetry.append(reading)
             if reading.quality == "bad":
                 # Bad-quality values are stored, but they must not move
                 # alarms, rollups or the detector's idea of normal.
                 return
-            value = float(value)
-            reading_ts = reading.ts
             for tracker in state.threshold_alarms:
                 alarms = tracker.update(reading)
                 if alarms:
                     out.alarm.extend(alarms)
             if state.rollups is not None:
-                ts, epoch = self._epoch
-                if ts is not reading_ts:
-                    epoch = reading_ts.timestamp()
-                    self._epoch = (reading_ts, epoch)
                 produced: list[Any] = []
                 state.rollups.add(epoch, value, produced, reading)
                 for record in produced:
@@ -297,6 +352,27 @@ def type_conflict(reading: Reading, series_type: str) -> DeadLetter:
         reason=(
             f"value {reading.value!r} ({type(reading.value).__name__}) on {series_type} "
             f"series {reading.metric!r}: {allowed}"
+        ),
+        payload=to_json(reading).decode(),
+        origin=f"{reading.tenant}/{reading.device}/{reading.metric}",
+        step="series",
+        tenant=reading.tenant,
+    )
+
+
+def second_value(reading: Reading) -> DeadLetter:
+    """The dead letter of a value for an instant its series already has another value for.
+
+    The database keeps one row per (tenant, device, metric, ts), and the
+    flow counted the first value in its rollups and alarms: the second is
+    refused whole rather than half applied.
+    """
+    return DeadLetter(
+        received_at=reading.ts,
+        source=reading.source,
+        reason=(
+            f"value {reading.value!r} for series {reading.metric!r} at {reading.ts.isoformat()}, "
+            "which already has another value: one value per instant"
         ),
         payload=to_json(reading).decode(),
         origin=f"{reading.tenant}/{reading.device}/{reading.metric}",

@@ -163,3 +163,46 @@ def test_a_bool_series_takes_bools_and_text() -> None:
     ]
     out, _ = logic.on_batch([readings])
     assert "dead_letter" not in [k for k, _ in flatten_outputs(out)]
+
+
+def test_a_redelivered_reading_counts_once() -> None:
+    """A broker resending what it had sent (same instant, same value) moves nothing twice."""
+    logic = SeriesBucketLogic(series_processor(PipelineConfig()), None)
+    first = _readings(10)
+    again = [Reading(r.device, r.metric, r.ts, r.value) for r in first[4:]]  # as redelivered
+    out, _ = logic.on_batch([[*first, *again, *_readings(5, start=10)]])
+    pairs = flatten_outputs(out)
+    assert [r.ts for k, r in pairs if k == "telemetry"] == [r.ts for r in _readings(15)]
+    assert "dead_letter" not in [k for k, _ in pairs]
+    flushed, _ = logic.on_eof()
+    one_minute = [r for k, r in flatten_outputs(flushed) if k == "rollup" and r.tier == "1m"]
+    assert [r.count for r in one_minute] == [15]
+
+
+def test_another_value_for_a_seen_instant_is_a_dead_letter() -> None:
+    logic = SeriesBucketLogic(series_processor(PipelineConfig()), None)
+    first = _readings(3)
+    contradiction = Reading("pump-1", "pressure", first[1].ts, 99.0)
+    out, _ = logic.on_batch([[*first, contradiction]])
+    pairs = flatten_outputs(out)
+    assert [r.value for k, r in pairs if k == "telemetry"] == [2.0, 3.0, 4.0]
+    (dead,) = [d for k, d in pairs if k == "dead_letter"]
+    assert "already has another value" in dead.reason and dead.step == "series"
+
+
+def test_a_late_reading_never_seen_is_not_a_duplicate() -> None:
+    """Out of order is not the same as repeated: an older instant not yet seen is processed."""
+    logic = SeriesBucketLogic(series_processor(PipelineConfig()), None)
+    readings = _readings(6)
+    out, _ = logic.on_batch([[*readings[:2], *readings[3:], readings[2]]])
+    telemetry = [r.ts for k, r in flatten_outputs(out) if k == "telemetry"]
+    assert sorted(telemetry) == [r.ts for r in readings]
+
+
+def test_duplicates_are_recognised_after_a_restore() -> None:
+    logic = SeriesBucketLogic(series_processor(PipelineConfig()), None)
+    logic.on_batch([_readings(5)])
+    restored = SeriesBucketLogic(series_processor(PipelineConfig()), pickle.loads(
+        pickle.dumps(logic.snapshot())))  # fmt: skip
+    out, _ = restored.on_batch([_readings(3, start=3)])
+    assert [r.ts for k, r in flatten_outputs(out) if k == "telemetry"] == [_readings(1, 5)[0].ts]
