@@ -55,6 +55,10 @@ ACKS_SKIPPED = counter(
     "streamforge_mqtt_acks_skipped_total",
     "QoS 1 messages taken on a connection since lost; the broker redelivers them",
 )
+REDELIVERIES = counter(
+    "streamforge_mqtt_redeliveries_dropped_total",
+    "QoS 1 messages the broker delivered again after a reconnect, already handed to the flow",
+)
 QUEUE_DEPTH = gauge("streamforge_mqtt_queue_depth", "MQTT messages waiting for the flow")
 QUEUE_FULL = counter(
     "streamforge_mqtt_queue_full_total", "Deliveries that waited for room in the full queue"
@@ -66,8 +70,14 @@ RECONNECTS = counter("streamforge_mqtt_reconnects_total", "MQTT reconnections")
 _POLL = timedelta(milliseconds=5)
 """How long an idle partition waits before looking at the queue again."""
 
-_Entry = tuple[RawMessage, int, int, int]
-"""(message, packet id, QoS, connection generation) as queued by paho's thread."""
+_Entry = tuple[RawMessage, int, int, int, bool]
+"""(message, packet id, QoS, connection generation, DUP flag) as queued by paho's thread."""
+
+_Taken = tuple[int, int, RawMessage | None]
+"""(packet id, connection generation, message) of a QoS 1 message handed to the flow."""
+
+_MAX_OWED = 1_000_000
+"""Most redeliveries awaited at once; the oldest are forgotten beyond (never expected here)."""
 
 
 class MqttPartition(StatefulSourcePartition[RawMessage, None]):
@@ -96,15 +106,22 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
         self._published = 0
         self._full_episodes = 0
         self._next_full_log = 0.0  # monotonic time before which "queue full" is not logged again
-        # QoS 1 messages handed to the flow, not yet acknowledged: (packet id, generation).
-        self._taken: list[tuple[int, int]] = []
-        self._sealed: list[tuple[int, int]] = []
+        # QoS 1 messages handed to the flow, not yet acknowledged.
+        self._taken: list[_Taken] = []
+        self._sealed: list[_Taken] = []
+        # Redeliveries: a QoS 1 message handed to the flow on a connection lost
+        # before its acknowledgement comes again (DUP) on the next one. It is
+        # acknowledged then, not handed over twice (the flow would count it
+        # twice). (topic, payload) -> how many copies are owed by the broker.
+        self._owed: dict[tuple[str | None, bytes], int] = {}
+        self._owed_generation = 0
         self._remaining = config.limit
         # Generation counts connections and disconnections: an ack is only valid on
         # the connection the message arrived on.
         self._lock = threading.Lock()
         self._generation = 0
         self._connected = False
+        self._session_lost_generation = -1  # a connection that found no session
         self._connections = 0
         self._ready = threading.Event()
         self._open_error: str | None = None
@@ -186,11 +203,13 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
             else:
                 log.error(message, extra=self._extra("reconnect"))
             return
+        session = bool(flags.session_present)
         with self._lock:
             self._generation += 1
             self._connected = True
+            if not session:
+                self._session_lost_generation = self._generation
         self._connections += 1
-        session = bool(flags.session_present)
         if self._connections == 1:
             log.info("connected to MQTT broker", extra=self._extra("connect", session=session))
         else:
@@ -282,7 +301,7 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
         queue = self._queue
         if len(queue) >= self._config.queue_size:
             self._wait_for_room()
-        queue.append((raw, message.mid, message.qos, self._generation))
+        queue.append((raw, message.mid, message.qos, self._generation, bool(message.dup)))
         self._received += 1
 
     def _wait_for_room(self) -> None:
@@ -309,14 +328,14 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
                 break
             self._room.wait(0.5)
 
-    def _ack(self, pending: list[tuple[int, int]]) -> None:
+    def _ack(self, pending: list[_Taken]) -> None:
         """PUBACK the messages taken on the current connection; skip the others."""
         if not pending:
             return
         acked = 0
         with self._lock:
             current = self._generation if self._connected else -1
-            for mid, generation in pending:
+            for mid, generation, _raw in pending:
                 if generation == current:
                     self._client.ack(mid, 1)
                     acked += 1
@@ -325,8 +344,53 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
         if acked < len(pending):
             ACKS_SKIPPED.inc(len(pending) - acked, **self._labels)
 
+    def _expect_redeliveries(self, generation: int) -> None:
+        """A newer connection than the taken messages': the broker owes those again.
+
+        Runs in the flow's thread when the first message of connection
+        ``generation`` is taken. Every QoS 1 message taken on an older
+        connection and not acknowledged will be redelivered (with DUP) if the
+        broker kept the session; they are noted to be recognised then.
+        """
+        self._owed_generation = generation
+        with self._lock:
+            session_lost = self._session_lost_generation == generation
+        if session_lost:
+            self._owed.clear()  # nothing comes back from a lost session
+        stale = [t for t in (*self._sealed, *self._taken) if t[1] < generation]
+        if not stale:
+            return
+        ACKS_SKIPPED.inc(len(stale), **self._labels)
+        self._sealed = [t for t in self._sealed if t[1] >= generation]
+        self._taken = [t for t in self._taken if t[1] >= generation]
+        if session_lost:
+            return
+        owed = self._owed
+        for _mid, _generation, raw in stale:
+            if raw is not None:
+                key = (raw.origin, raw.payload)
+                owed[key] = owed.get(key, 0) + 1
+        while len(owed) > _MAX_OWED:
+            del owed[next(iter(owed))]
+
+    def _is_redelivery(self, raw: RawMessage) -> bool:
+        """Whether a DUP message is one the flow already has (then it is owed no more)."""
+        key = (raw.origin, raw.payload)
+        count = self._owed.get(key)
+        if not count:
+            return False
+        if count == 1:
+            del self._owed[key]
+        else:
+            self._owed[key] = count - 1
+        return True
+
     def next_batch(self) -> list[RawMessage]:
         """Acknowledge what is now safe, then hand over up to ``batch_size`` queued messages."""
+        with self._lock:
+            generation = self._generation
+        if generation > self._owed_generation:
+            self._expect_redeliveries(generation)
         if self._config.ack == "batch":
             self._ack(self._taken)
             self._taken = []
@@ -346,11 +410,24 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
             self._remaining -= count
         batch: list[RawMessage] = []
         taken = self._taken
+        redelivered = 0
         for _ in range(count):
-            raw, mid, qos, generation = queue.popleft()
+            raw, mid, qos, generation, dup = queue.popleft()
+            if not qos:
+                batch.append(raw)
+                continue
+            if generation > self._owed_generation:
+                self._expect_redeliveries(generation)
+                taken = self._taken
+            if dup and self._owed and self._is_redelivery(raw):
+                # Acknowledged with this epoch's messages, after the first copy's.
+                taken.append((mid, generation, None))
+                redelivered += 1
+                continue
             batch.append(raw)
-            if qos:
-                taken.append((mid, generation))
+            taken.append((mid, generation, raw))
+        if redelivered:
+            REDELIVERIES.inc(redelivered, **self._labels)
         self._room.set()
         if count:
             TAKEN.inc(count, **self._labels)

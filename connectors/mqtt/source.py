@@ -57,8 +57,9 @@ different ``client_id``).
   every sink returned from ``write_batch`` for all readings it produced:
   **at-least-once across a crash of StreamForge** (kill -9 included) -- what
   was not acknowledged is redelivered by the broker from the persistent
-  session. What remains: (a) duplicates after a crash or reconnect (sinks
-  are idempotent upserts); (b) state held inside stateful steps (open rollup
+  session. What remains: (a) duplicates after a crash (sinks are idempotent
+  upserts; a redelivery after a mere reconnect is recognised and not handed
+  over twice); (b) state held inside stateful steps (open rollup
   windows) is only as durable as Bytewax recovery makes it; (c) a sink that
   buffers past ``write_batch`` returning breaks the chain. Cost: messages stay
   unacknowledged for up to an epoch, and a broker that honours

@@ -1,0 +1,88 @@
+"""A broker's redelivery after a reconnect reaches the flow once, on a real Mosquitto.
+
+QoS 1 messages handed to the flow on a connection that is then lost cannot
+be acknowledged on the next one; the broker delivers them again (DUP). The
+partition recognises them, hands them over no second time (rollups and
+detectors would count them twice) and acknowledges them, so a fresh client
+of the same session gets nothing back.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+import pytest
+
+from connectors.mqtt.client import parse_broker_url
+from connectors.mqtt.config import MqttSourceConfig
+from connectors.mqtt.partition import REDELIVERIES, MqttPartition
+from schemas.models import RawMessage
+from tests.support.mqtt_broker import Publisher
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
+
+
+def _drain(partition: MqttPartition, quiet_s: float = 1.5) -> list[RawMessage]:
+    """Everything handed over until nothing came for ``quiet_s``."""
+    got: list[RawMessage] = []
+    last = time.monotonic()
+    while time.monotonic() - last < quiet_s:
+        batch = partition.next_batch()
+        if batch:
+            got.extend(batch)
+            last = time.monotonic()
+        time.sleep(0.02)
+    return got
+
+
+def test_messages_taken_before_a_reconnect_are_handed_over_once(
+    mqtt_address: tuple[str, int],
+) -> None:
+    url = f"mqtt://{mqtt_address[0]}:{mqtt_address[1]}"
+    topic = f"sf-redeliver/{uuid.uuid4().hex[:10]}"
+    config = MqttSourceConfig(
+        url=url,
+        client_id=f"sf-redeliver-{uuid.uuid4().hex[:8]}",
+        subscriptions=[{"topic": topic, "qos": 1}],
+        reconnect_max_delay=1,
+    )
+    client_id = f"{config.client_id}-0"
+    labels = {"source": config.name, "client": client_id}
+    partition = MqttPartition(config, parse_broker_url(url), client_id)
+    publisher = Publisher(url)
+    try:
+        for i in range(20):
+            publisher.publish(topic, f'{{"device":"d","metric":"m","value":{i}}}')
+        publisher.flush()
+        first = _drain(partition)
+        assert len(first) == 20  # taken, not yet acknowledged (no epoch ended)
+
+        # The connection drops under the client; paho reconnects to the same session.
+        sock = partition._client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)
+        before = REDELIVERIES.value(**labels)
+        deadline = time.monotonic() + 20
+        while REDELIVERIES.value(**labels) - before < 20 and time.monotonic() < deadline:
+            assert partition.next_batch() == []
+            time.sleep(0.05)
+        assert REDELIVERIES.value(**labels) - before == 20
+
+        publisher.publish(topic, '{"device":"d","metric":"m","value":20}')
+        publisher.flush()
+        assert [m.payload for m in _drain(partition)] == [b'{"device":"d","metric":"m","value":20}']
+        partition.snapshot()  # the epoch ends: its messages may be acknowledged
+        partition.next_batch()
+        time.sleep(0.5)
+    finally:
+        partition.close()
+        publisher.close()
+
+    # A new client of the session: the broker has nothing left to deliver.
+    again = MqttPartition(config, parse_broker_url(url), client_id)
+    try:
+        assert _drain(again, quiet_s=2.0) == []
+    finally:
+        again.close()
