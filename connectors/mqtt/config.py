@@ -178,6 +178,12 @@ class MqttSourceConfig(BaseModel):
     ack: Literal["epoch", "batch"] = Field(
         "epoch", description="when QoS 1 messages are acknowledged (see connectors/mqtt/source.py)"
     )
+    redelivery_window: float = Field(
+        60.0,
+        ge=0,
+        description="seconds an acknowledged QoS 1 message is remembered, to recognise the "
+        "broker delivering it again (DUP) after losing the acknowledgement in a crash",
+    )
     username: str | None = None
     password: SecretStr | None = None
     password_env: str | None = Field(None, description="read the password from this variable")
@@ -197,7 +203,7 @@ class MqttSourceConfig(BaseModel):
         # YAML reads `protocol: 5` as an int and `protocol: 3.1.1` as a string.
         return str(value) if isinstance(value, int | float) else value
 
-    @field_validator("session_expiry", "connect_timeout", mode="before")
+    @field_validator("session_expiry", "connect_timeout", "redelivery_window", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         from schemas.durations import parse_duration

@@ -115,6 +115,11 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
         # twice). (topic, payload) -> how many copies are owed by the broker.
         self._owed: dict[tuple[str | None, bytes], int] = {}
         self._owed_generation = 0
+        # The same for messages acknowledged in the last ``redelivery_window``
+        # seconds: a broker that crashed and restarted from a save older than
+        # our acknowledgements delivers them again (DUP). Oldest first.
+        self._acked: dict[tuple[str | None, bytes], int] = {}
+        self._acked_times: deque[tuple[float, tuple[str | None, bytes]]] = deque()
         self._remaining = config.limit
         # Generation counts connections and disconnections: an ack is only valid on
         # the connection the message arrived on.
@@ -333,12 +338,18 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
         if not pending:
             return
         acked = 0
+        remember = self._config.redelivery_window > 0
+        now = time.monotonic()
         with self._lock:
             current = self._generation if self._connected else -1
-            for mid, generation, _raw in pending:
+            for mid, generation, raw in pending:
                 if generation == current:
                     self._client.ack(mid, 1)
                     acked += 1
+                    if remember and raw is not None:
+                        key = (raw.origin, raw.payload)
+                        self._acked[key] = self._acked.get(key, 0) + 1
+                        self._acked_times.append((now, key))
         if acked:
             ACKED.inc(acked, **self._labels)
         if acked < len(pending):
@@ -374,16 +385,29 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
             del owed[next(iter(owed))]
 
     def _is_redelivery(self, raw: RawMessage) -> bool:
-        """Whether a DUP message is one the flow already has (then it is owed no more)."""
+        """Whether a DUP message is one the flow already has (then it is expected once less)."""
         key = (raw.origin, raw.payload)
-        count = self._owed.get(key)
-        if not count:
-            return False
-        if count == 1:
-            del self._owed[key]
-        else:
-            self._owed[key] = count - 1
-        return True
+        for seen in (self._owed, self._acked):
+            count = seen.get(key)
+            if count:
+                if count == 1:
+                    del seen[key]
+                else:
+                    seen[key] = count - 1
+                return True
+        return False
+
+    def _forget_acked(self) -> None:
+        """Forget acknowledgements older than ``redelivery_window``."""
+        times, acked = self._acked_times, self._acked
+        horizon = time.monotonic() - self._config.redelivery_window
+        while times and (times[0][0] < horizon or len(times) > _MAX_OWED):
+            _, key = times.popleft()
+            count = acked.get(key, 0)
+            if count > 1:
+                acked[key] = count - 1
+            elif count:
+                del acked[key]
 
     def next_batch(self) -> list[RawMessage]:
         """Acknowledge what is now safe, then hand over up to ``batch_size`` queued messages."""
@@ -391,6 +415,8 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
             generation = self._generation
         if generation > self._owed_generation:
             self._expect_redeliveries(generation)
+        if self._acked_times:
+            self._forget_acked()
         if self._config.ack == "batch":
             self._ack(self._taken)
             self._taken = []
@@ -419,7 +445,7 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
             if generation > self._owed_generation:
                 self._expect_redeliveries(generation)
                 taken = self._taken
-            if dup and self._owed and self._is_redelivery(raw):
+            if dup and (self._owed or self._acked) and self._is_redelivery(raw):
                 # Acknowledged with this epoch's messages, after the first copy's.
                 taken.append((mid, generation, None))
                 redelivered += 1
