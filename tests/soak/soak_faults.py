@@ -38,6 +38,7 @@ import random
 import sys
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,8 @@ class MqttFeeder(Input):
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(1, 2)
         self.mids: dict[int, int] = {}
+        self.pubacks: deque[int] = deque()  # packet ids acknowledged, from paho's thread
+        self.early: set[int] = set()  # acknowledged before their publish() returned
         self.client.on_publish = self._on_publish
         props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
         props.SessionExpiryInterval = 0xFFFFFFFF
@@ -178,20 +181,34 @@ class MqttFeeder(Input):
         self.client.loop_start()
 
     def _on_publish(self, _client: Any, _data: Any, mid: int, reason: Any, _props: Any) -> None:
-        with self.lock:
+        # paho's thread, which may hold paho's own locks: never wait for the publishing one.
+        if not reason.is_failure:
+            self.pubacks.append(mid)
+
+    def _settle(self) -> None:
+        """Count the readings whose PUBACK came (packet ids are reused only once settled)."""
+        while self.pubacks:
+            mid = self.pubacks.popleft()
             index = self.mids.pop(mid, None)
-        if index is not None and not reason.is_failure:
-            self.ack(index)
+            if index is None:
+                self.early.add(mid)
+            else:
+                self.ack(index)
 
     def run(self) -> None:
         for i, reading in self.paced():
             body = json.dumps(reading, default=_json_default)
-            with self.lock:  # the mid is known before its PUBACK can arrive
-                info = self.client.publish(f"{self.prefix}/{reading['device']}", body, qos=1)
+            info = self.client.publish(f"{self.prefix}/{reading['device']}", body, qos=1)
+            self._settle()
+            if info.mid in self.early:  # its PUBACK came before this line
+                self.early.discard(info.mid)
+                self.ack(i)
+            else:
                 self.mids[info.mid] = i
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 120
         while self.mids and time.monotonic() < deadline:
             time.sleep(0.2)
+            self._settle()
         self.client.disconnect()
         self.client.loop_stop()
 
