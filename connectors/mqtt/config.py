@@ -182,7 +182,7 @@ class MqttSourceConfig(BaseModel):
         60.0,
         ge=0,
         description="seconds an acknowledged QoS 1 message is remembered, to recognise the "
-        "broker delivering it again (DUP) after losing the acknowledgement in a crash",
+        "broker delivering it again after losing the acknowledgement in a crash",
     )
     username: str | None = None
     password: SecretStr | None = None

@@ -70,11 +70,15 @@ RECONNECTS = counter("streamforge_mqtt_reconnects_total", "MQTT reconnections")
 _POLL = timedelta(milliseconds=5)
 """How long an idle partition waits before looking at the queue again."""
 
-_Entry = tuple[RawMessage, int, int, int, bool]
-"""(message, packet id, QoS, connection generation, DUP flag) as queued by paho's thread."""
+_Entry = tuple[RawMessage, int, int, int, bool, bool]
+"""(message, packet id, QoS, connection generation, DUP flag, in the reconnection burst)
+as queued by paho's thread."""
 
 _Taken = tuple[int, int, RawMessage | None]
 """(packet id, connection generation, message) of a QoS 1 message handed to the flow."""
+
+_BURST_GAP = 0.5
+"""Seconds without a message that end the burst a broker sends right after a reconnection."""
 
 _MAX_OWED = 1_000_000
 """Most redeliveries awaited at once; the oldest are forgotten beyond (never expected here)."""
@@ -120,6 +124,16 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
         # our acknowledgements delivers them again (DUP). Oldest first.
         self._acked: dict[tuple[str | None, bytes], int] = {}
         self._acked_times: deque[tuple[float, tuple[str | None, bytes]]] = deque()
+        # A broker restarted from a save older than those acknowledgements
+        # restores them as *queued* messages and sends them first thing after
+        # the reconnection, without DUP. So a message of that first burst
+        # (messages following each other within _BURST_GAP, paho's thread
+        # keeps _burst_until) that equals one acknowledged in the window is
+        # taken for a redelivery too, up to the first one that is not: the
+        # replay is over there. A device repeating one payload without a
+        # timestamp at its own pace is not in the burst.
+        self._burst_until = 0.0
+        self._burst_over = -1  # the connection generation whose burst ended
         self._remaining = config.limit
         # Generation counts connections and disconnections: an ack is only valid on
         # the connection the message arrived on.
@@ -209,6 +223,8 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
                 log.error(message, extra=self._extra("reconnect"))
             return
         session = bool(flags.session_present)
+        # Only a kept session has anything to replay.
+        self._burst_until = time.monotonic() + _BURST_GAP if session else 0.0
         with self._lock:
             self._generation += 1
             self._connected = True
@@ -303,10 +319,15 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
             raw = RawMessage(message.payload, "mqtt", received_at, topic)
         else:
             raw = RawMessage(message.payload, "mqtt", received_at, topic, route[1], route[0])
+        now = time.monotonic()
+        burst = now <= self._burst_until
         queue = self._queue
         if len(queue) >= self._config.queue_size:
             self._wait_for_room()
-        queue.append((raw, message.mid, message.qos, self._generation, bool(message.dup)))
+            now = time.monotonic()  # the broker's stream waited for us: still one burst
+        if burst:
+            self._burst_until = now + _BURST_GAP
+        queue.append((raw, message.mid, message.qos, self._generation, bool(message.dup), burst))
         self._received += 1
 
     def _wait_for_room(self) -> None:
@@ -438,13 +459,19 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
         taken = self._taken
         redelivered = 0
         for _ in range(count):
-            raw, mid, qos, generation, dup = queue.popleft()
+            raw, mid, qos, generation, dup, burst = queue.popleft()
             if not qos:
                 batch.append(raw)
                 continue
             if generation > self._owed_generation:
                 self._expect_redeliveries(generation)
                 taken = self._taken
+            if burst and not dup and generation != self._burst_over:
+                if (self._owed or self._acked) and self._is_redelivery(raw):
+                    taken.append((mid, generation, None))  # a restored, acknowledged message
+                    redelivered += 1
+                    continue
+                self._burst_over = generation  # a new message: the replay is over
             if dup and (self._owed or self._acked) and self._is_redelivery(raw):
                 # Acknowledged with this epoch's messages, after the first copy's.
                 taken.append((mid, generation, None))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ from connectors.mqtt.client import parse_broker_url
 from connectors.mqtt.config import MqttSourceConfig
 from connectors.mqtt.partition import REDELIVERIES, MqttPartition
 from schemas.models import RawMessage
-from tests.support.mqtt_broker import Publisher
+from tests.support.mqtt_broker import Mosquitto, Publisher
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
 
@@ -86,3 +87,62 @@ def test_messages_taken_before_a_reconnect_are_handed_over_once(
         assert _drain(again, quiet_s=2.0) == []
     finally:
         again.close()
+
+
+def test_a_broker_restored_from_an_older_save_replays_nothing_twice(tmp_path: Path) -> None:
+    """Mosquitto killed after our acknowledgements restores them from its last save.
+
+    It sends them again first thing after the reconnection, as queued
+    messages (no DUP); the partition recognises the replay, acknowledges it
+    and hands over only what is new.
+    """
+    topic = "sf-restore/m"
+    with Mosquitto(tmp_path / "broker") as broker:
+        config = MqttSourceConfig(
+            url=broker.url,
+            client_id="sf-restore",
+            subscriptions=[{"topic": topic, "qos": 1}],
+            reconnect_max_delay=1,
+        )
+        client_id = f"{config.client_id}-0"
+        labels = {"source": config.name, "client": client_id}
+        MqttPartition(config, parse_broker_url(broker.url), client_id).close()  # the session
+        publisher = Publisher(broker.url)
+        try:
+            for i in range(30):
+                publisher.publish(topic, f'{{"device":"d","metric":"m","value":{i}}}')
+            publisher.flush()
+        finally:
+            publisher.close()
+        broker.save()  # the save holds 30 messages queued for the session
+
+        partition = MqttPartition(config, parse_broker_url(broker.url), client_id)
+        try:
+            assert len(_drain(partition)) == 30
+            partition.snapshot()  # the epoch ends, and the next batch acknowledges it
+            partition.next_batch()
+            time.sleep(0.5)
+
+            broker.kill()  # the acknowledgements were never saved
+            broker.start()
+            before = REDELIVERIES.value(**labels)
+            deadline = time.monotonic() + 20
+            while REDELIVERIES.value(**labels) - before < 30 and time.monotonic() < deadline:
+                assert partition.next_batch() == []
+                time.sleep(0.05)
+            assert REDELIVERIES.value(**labels) - before == 30
+
+            publisher = Publisher(broker.url)
+            try:
+                # A new message equal to an acknowledged one, after the replay: kept.
+                publisher.publish(topic, '{"device":"d","metric":"m","value":29}')
+                publisher.publish(topic, '{"device":"d","metric":"m","value":30}')
+                publisher.flush()
+            finally:
+                publisher.close()
+            assert [m.payload for m in _drain(partition)] == [
+                b'{"device":"d","metric":"m","value":29}',
+                b'{"device":"d","metric":"m","value":30}',
+            ]
+        finally:
+            partition.close()

@@ -115,6 +115,30 @@ class Mosquitto:
             process.kill()
             process.wait(5)
 
+    def save(self) -> None:
+        """Write the persistence file now (SIGUSR1), as the autosave would."""
+        assert self.process is not None
+        database = self.workdir / "data" / "mosquitto.db"
+
+        def stamp() -> int:
+            return database.stat().st_mtime_ns if database.exists() else 0
+
+        before = stamp()
+        time.sleep(0.01)  # a save in this same instant would not change the stamp
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while stamp() == before:
+            if time.monotonic() > deadline:
+                raise RuntimeError("mosquitto did not save its persistence file")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; what changed since the last save is lost."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(5)
+
     def restart(self, down_for: float = 0.0) -> None:
         """Stop, stay down ``down_for`` seconds, start again on the same port."""
         self.stop()
