@@ -7,7 +7,7 @@ VENV=${VENV:-.venv}
 
 # Services already running (a developer's `make up`) are left running.
 started=1
-if [ "$(bash deploy/services.sh status 2>/dev/null | grep -c ' running ' || true)" = 3 ]; then
+if [ "$(bash deploy/services.sh status 2>/dev/null | grep -cE '^(kafka|timescale|mosquitto) +running ' || true)" = 3 ]; then
     started=0
 fi
 stop_started() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Local services for StreamForge without Docker: Apache Kafka (KRaft, from
 # Maven Central jars), TimescaleDB (PostgreSQL 17 in a Debian trixie
-# debootstrap root) and Mosquitto (Debian package), all on 127.0.0.1.
+# debootstrap root) and Mosquitto (Debian package), all on 127.0.0.1; and,
+# optionally, Prometheus (Debian package): `start prometheus`.
 #
 # Usage: deploy/services.sh up | down | status | reset
 #        deploy/services.sh start|stop|restart|kill kafka|timescale|mosquitto
@@ -31,8 +32,12 @@ source "$DEPLOY_DIR/kafka/kafka.sh"
 source "$DEPLOY_DIR/timescale/timescale.sh"
 # shellcheck source=deploy/mosquitto/mosquitto.sh
 source "$DEPLOY_DIR/mosquitto/mosquitto.sh"
+# shellcheck source=deploy/prometheus/prometheus.sh
+source "$DEPLOY_DIR/prometheus/prometheus.sh"
 
 ALL_SERVICES=(kafka timescale mosquitto)
+# Started only on request (`start prometheus`); `down` stops them too.
+OPTIONAL_SERVICES=(prometheus)
 
 usage() {
     sed -n '6,7p' "${BASH_SOURCE[0]}" | sed 's/^# //' >&2
@@ -46,7 +51,8 @@ resolve_service() {
         kafka) SERVICE=kafka ;;
         timescale | timescaledb | postgres | db) SERVICE=timescale ;;
         mosquitto | mqtt) SERVICE=mosquitto ;;
-        *) die "unknown service '${1:-}' (expected one of: ${ALL_SERVICES[*]})" ;;
+        prometheus) SERVICE=prometheus ;;
+        *) die "unknown service '${1:-}' (expected one of: ${ALL_SERVICES[*]} ${OPTIONAL_SERVICES[*]})" ;;
     esac
 }
 
@@ -54,7 +60,7 @@ resolve_service() {
 # launch (start, don't wait), wait (block until healthy), stop, kill, status.
 svc() {
     local prefix
-    case "$2" in kafka) prefix=kafka ;; timescale) prefix=ts ;; mosquitto) prefix=mq ;; esac
+    case "$2" in kafka) prefix=kafka ;; timescale) prefix=ts ;; mosquitto) prefix=mq ;; prometheus) prefix=pm ;; esac
     "${prefix}_$1"
 }
 
@@ -82,6 +88,9 @@ stop_services() {
 print_status() {
     local s
     for s in "${ALL_SERVICES[@]}"; do svc status "$s"; done
+    # An optional service has a line only while it runs.
+    pidfile_pid "$PM_PID" prometheus >/dev/null && svc status prometheus
+    return 0
 }
 
 print_connection_hints() {
@@ -108,7 +117,7 @@ cmd_up() {
 cmd_down() {
     require_root
     take_lock
-    stop_services "${ALL_SERVICES[@]}"
+    stop_services "${ALL_SERVICES[@]}" "${OPTIONAL_SERVICES[@]}"
     log "all services stopped"
 }
 

@@ -55,6 +55,7 @@ from bytewax.outputs import FixedPartitionedSink, Sink
 
 from connectors.runtime.compiled import compiled_modules
 from connectors.runtime.logs import configure_logging, get_logger
+from connectors.runtime.metrics_server import serve_metrics_from_environment
 from connectors.runtime.outputs import Output, RoutedOutput, flatten_outputs
 from connectors.runtime.registry import build_sink, build_source
 from flows.config import PipelineConfig, load_pipeline_config
@@ -229,6 +230,7 @@ def flow_from_environment() -> Dataflow:
     configure_logging()
     tune_gc()
     stop_on_signals()
+    serve_metrics_from_environment()  # /metrics, /health: STREAMFORGE_METRICS_PORT + process id
     try:
         config = load_pipeline_config()
     except ConfigError as exc:

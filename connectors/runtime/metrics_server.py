@@ -1,0 +1,169 @@
+"""``/metrics`` and ``/health`` over HTTP for a flow process, one port per process.
+
+>>> server = MetricsServer(port=0).start()       # 0: any free port (tests)
+>>> import urllib.request, json
+>>> url = f"http://127.0.0.1:{server.port}"
+>>> json.load(urllib.request.urlopen(url + "/health"))["status"]
+'ok'
+>>> b"# TYPE" in urllib.request.urlopen(url + "/metrics").read()
+True
+>>> server.stop()
+
+Which port: Prometheus scrapes each process of a flow on its own port,
+``STREAMFORGE_METRICS_PORT`` (default 9400) plus the process id that
+``python -m bytewax.run ... -i N -a ...`` gives it (``BYTEWAX_PROCESS_ID``
+works too); a single process is id 0. The workers of one process (``-w``)
+share its port: they share its registry. So ``-i 0`` and ``-i 1`` of a
+two-process flow serve 9400 and 9401, and a second flow on the same machine
+takes another base (say 9410). ``STREAMFORGE_METRICS_PORT=off`` serves
+nothing; ``STREAMFORGE_METRICS_HOST`` (default 127.0.0.1) is the address to
+listen on (``0.0.0.0`` in a container).
+
+>>> process_id(["flows.ingest", "-i", "1", "-a", "a:1;b:2"], {})
+1
+>>> process_id(["flows.ingest"], {"BYTEWAX_PROCESS_ID": "2"})
+2
+>>> port_for_process({"STREAMFORGE_METRICS_PORT": "9410"}, 1)
+9411
+>>> port_for_process({"STREAMFORGE_METRICS_PORT": "off"}, 1) is None
+True
+
+A port that is taken is logged and the flow runs on without metrics: the
+data matters more than its dashboard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from connectors.runtime.logs import get_logger
+from connectors.runtime.metrics import render
+
+log = get_logger("connectors.runtime.metrics_server")
+
+DEFAULT_PORT = 9400
+_STARTED = time.monotonic()
+
+
+def process_id(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """This flow process's id among its peers, as ``bytewax.run`` reads it (0 alone)."""
+    for i, arg in enumerate(argv):
+        if arg in ("-i", "--process-id") and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if arg.startswith("--process-id="):
+            return int(arg.split("=", 1)[1])
+    if env.get("BYTEWAX_PROCESS_ID", "").isdigit():
+        return int(env["BYTEWAX_PROCESS_ID"])
+    pod, statefulset = env.get("BYTEWAX_POD_NAME"), env.get("BYTEWAX_STATEFULSET_NAME")
+    if pod and statefulset and pod.startswith(statefulset + "-"):
+        return int(pod.removeprefix(statefulset + "-"))
+    return 0
+
+
+def port_for_process(env: Mapping[str, str], pid: int) -> int | None:
+    """Base port plus process id; None when metrics are switched off."""
+    base = env.get("STREAMFORGE_METRICS_PORT", str(DEFAULT_PORT)).strip().lower()
+    if base in ("", "off", "none", "false", "no"):
+        return None
+    return int(base) + pid if int(base) else 0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, CONTENT_TYPE_LATEST, render().encode())
+        elif path in ("/health", "/healthz"):
+            body = json.dumps(self.server.health()).encode()
+            self._send(200, "application/json", body)
+        else:
+            self._send(404, "text/plain", b"not found: try /metrics or /health\n")
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per scrape is noise; errors surface in Prometheus
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    info: dict[str, Any]
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "uptime_s": round(time.monotonic() - _STARTED, 1),
+            **self.info,
+        }
+
+
+class MetricsServer:
+    """A daemon thread answering ``/metrics`` and ``/health`` (``/healthz``)."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", **info: Any) -> None:
+        self.host = host
+        self.requested_port = port
+        self.info = {"pid": os.getpid(), **info}
+        self._server: _Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the real one when 0 was asked for)."""
+        return self._server.server_address[1] if self._server else self.requested_port
+
+    def start(self) -> MetricsServer:
+        """Listen and serve in a daemon thread (raises OSError if the port is taken)."""
+        server = _Server((self.host, self.requested_port), _Handler)
+        server.info = self.info
+        self._server = server
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def serve_metrics_from_environment(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> MetricsServer | None:
+    """Start this flow process's metrics server as the environment says (see above)."""
+    argv = sys.argv if argv is None else argv
+    env = os.environ if env is None else env
+    pid = process_id(argv, env)
+    port = port_for_process(env, pid)
+    if port is None:
+        return None
+    host = env.get("STREAMFORGE_METRICS_HOST", "127.0.0.1")
+    server = MetricsServer(port, host, process_id=pid)
+    try:
+        server.start()
+    except OSError as exc:
+        log.warning(
+            "metrics not served: port unavailable",
+            extra={"step": "metrics", "host": host, "port": port, "error": str(exc)},
+        )
+        return None
+    log.info(
+        "serving /metrics and /health",
+        extra={"step": "metrics", "host": host, "port": server.port, "process_id": pid},
+    )
+    return server
