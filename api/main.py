@@ -27,13 +27,26 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from api.console import STATIC_DIR
 from api.db import Database
 from api.deps import AppState
 from api.flows import FlowSupervisor
 from api.kafka import AsyncProducer
-from api.routers import alarms, devices, events, flows, ingest, keys, ops, readings
+from api.routers import (
+    alarms,
+    console,
+    devices,
+    events,
+    flows,
+    ingest,
+    keys,
+    live,
+    ops,
+    readings,
+)
 from api.settings import ApiSettings
 from connectors.runtime.logs import get_logger
 from flows.config import load_pipeline_config
@@ -141,6 +154,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.streamforge = state
     for module in (ops, devices, readings, events, alarms, ingest, keys, flows):
         app.include_router(module.router)
+    # The operator console: its page at /, its data and live stream, its files.
+    for module in (console, live):
+        app.include_router(module.router)
+    app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console-static")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
