@@ -41,3 +41,11 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level of StreamForge's JSON logs.")
     api_url: str = Field("http://127.0.0.1:8000", description="Where the REST API listens.")
+    metrics_port: str = Field(
+        "9400",
+        description="Port of a flow process's /metrics and /health, plus its process id (-i); "
+        "off: none (connectors/runtime/metrics_server.py).",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the flow's metrics server listens on (0.0.0.0 in Docker)."
+    )

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
 from connectors.runtime.logs import get_logger
-from connectors.runtime.metrics import counter, gauge
+from connectors.runtime.metrics import counter, gauge, histogram
 
 log = get_logger("api.console.live")
 
@@ -44,6 +44,10 @@ SENT = counter("streamforge_console_live_events_total", "Live events queued to c
 RESYNCS = counter(
     "streamforge_console_live_resyncs_total",
     "Consoles too slow for the live stream, told to reload",
+)
+DELAY = histogram(
+    "streamforge_console_live_delay_seconds",
+    "From an alarm's Kafka timestamp to its hand-over to the consoles' streams",
 )
 
 Event = tuple[str, Any]
@@ -162,6 +166,9 @@ class LiveHub:
                         continue
                     if msg.topic() == self.alarms_topic:
                         alarms.append(("alarm", record["tenant"], record))
+                        kind, ts_ms = msg.timestamp()
+                        if kind != TIMESTAMP_NOT_AVAILABLE:
+                            DELAY.observe(max(0.0, time.time() - ts_ms / 1000))
                     else:
                         key = (record["tenant"], record.get("device", ""), record.get("metric", ""))
                         latest[key] = {

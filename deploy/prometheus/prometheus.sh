@@ -9,6 +9,9 @@
 # targets/local.json names the API (8000) and flow processes 0-3
 # (STREAMFORGE_METRICS_PORT, default 9400, plus the process id).
 
+# Debian bookworm's prometheus package; docker-compose.yml runs the same version
+# (tests/unit/test_grafana_provisioning.py checks they agree).
+PM_DEBIAN_VERSION=2.42.0
 STREAMFORGE_PROMETHEUS_PORT="${STREAMFORGE_PROMETHEUS_PORT:-9090}"
 STREAMFORGE_PROMETHEUS_SCRAPE_INTERVAL="${STREAMFORGE_PROMETHEUS_SCRAPE_INTERVAL:-2s}"
 STREAMFORGE_METRICS_PORT="${STREAMFORGE_METRICS_PORT:-9400}"   # flow process 0; N serves +N
@@ -55,6 +58,8 @@ pm_launch() {
         return 0
     fi
     ensure_packages prometheus
+    prometheus --version 2>&1 | grep -q "version $PM_DEBIAN_VERSION" ||
+        warn "prometheus is not version $PM_DEBIAN_VERSION (docker-compose.yml's): $(prometheus --version 2>&1 | head -n 1)"
     pm_disable_system_service
     ensure_port_free "$STREAMFORGE_PROMETHEUS_PORT" prometheus
     mkdir -p "$PM_DATA" "$PM_TARGETS"
