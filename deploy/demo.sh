@@ -39,6 +39,8 @@ cat <<INFO
      $PY -m connectors.kafka.alerts --from-beginning
      curl -H 'X-API-Key: $KEY' 'http://127.0.0.1:$API_PORT/alarms?state=active'
      curl -H 'X-API-Key: $KEY' 'http://127.0.0.1:$API_PORT/devices'
+   Console: http://127.0.0.1:$API_PORT/  (log in with the key $KEY)
+   Flow metrics: http://127.0.0.1:${STREAMFORGE_METRICS_PORT:-9400}/metrics, the next port for process 1 (/health too)
    (REST API on http://127.0.0.1:$API_PORT, docs at /docs; that key is an admin key of tenant "default")
    Ctrl-C stops the flow (the services keep running; \`make down\` stops them).
 

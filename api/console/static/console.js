@@ -361,6 +361,7 @@ async function pipelineView() {
 
 // ---- routing --------------------------------------------------------------------------
 async function route() {
+  delete document.body.dataset.ready;
   if (!sessionStorage.getItem(KEY) || !state.me) return showLogin();
   const [, page, arg] = location.hash.split("/");
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === page);
@@ -375,7 +376,7 @@ async function route() {
   }
 }
 
-window.addEventListener("hashchange", () => { delete document.body.dataset.ready; route(); });
+window.addEventListener("hashchange", route);
 $("#logout").onclick = () => logout();
 if (sessionStorage.getItem(KEY)) start().catch(() => showLogin("Log in again."));
 else showLogin();
