@@ -30,16 +30,29 @@ True
 
 A port that is taken is logged and the flow runs on without metrics: the
 data matters more than its dashboard.
+
+Bytewax's own metrics: its Rust core times every step (``bytewax_*``:
+``flat_map_batch`` / ``stateful_batch_on_batch`` / ``out_part_write_batch``
+duration histograms per ``step_id``, input batch sizes, items in and out,
+``snapshot_duration_seconds``) and serves them, with prometheus_client's
+registry, from its Dataflow API server. When that server's port (ours plus
+1000: 10400 for 9400) is free, it is switched on (``BYTEWAX_DATAFLOW_API_*``,
+read when ``bytewax.run`` starts the dataflow, just after it imported the
+flow) and our ``/metrics`` answers its text, which holds both; otherwise, or
+with ``STREAMFORGE_METRICS_BYTEWAX=off``, our own registry alone. Bytewax's
+server listens on every interface: keep that port behind the firewall.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import urllib.request
+from collections.abc import Mapping, MutableMapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -51,6 +64,7 @@ from connectors.runtime.metrics import render
 log = get_logger("connectors.runtime.metrics_server")
 
 DEFAULT_PORT = 9400
+BYTEWAX_PORT_OFFSET = 1000
 _STARTED = time.monotonic()
 
 
@@ -77,13 +91,37 @@ def port_for_process(env: Mapping[str, str], pid: int) -> int | None:
     return int(base) + pid if int(base) else 0
 
 
+def _bytewax_metrics(port: int | None) -> bytes | None:
+    """Bytewax's /metrics text (with our registry in it), or None if it does not answer."""
+    if port is None:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            return bytes(r.read())
+    except OSError:
+        return None
+
+
+def enable_bytewax_metrics(port: int, env: MutableMapping[str, str]) -> int | None:
+    """Switch Bytewax's Dataflow API server on at ``port`` if it is free; the port or None."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("0.0.0.0", port))  # where Bytewax will bind it
+        except OSError:
+            return None
+    env["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"
+    env["BYTEWAX_DATAFLOW_API_PORT"] = str(port)
+    return port
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            self._send(200, CONTENT_TYPE_LATEST, render().encode())
+            text = _bytewax_metrics(self.server.bytewax_port) or render().encode()
+            self._send(200, CONTENT_TYPE_LATEST, text)
         elif path in ("/health", "/healthz"):
             body = json.dumps(self.server.health()).encode()
             self._send(200, "application/json", body)
@@ -104,6 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     info: dict[str, Any]
+    bytewax_port: int | None = None
 
     def health(self) -> dict[str, Any]:
         return {
@@ -116,9 +155,12 @@ class _Server(ThreadingHTTPServer):
 class MetricsServer:
     """A daemon thread answering ``/metrics`` and ``/health`` (``/healthz``)."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", **info: Any) -> None:
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", bytewax_port: int | None = None, **info: Any
+    ) -> None:
         self.host = host
         self.requested_port = port
+        self.bytewax_port = bytewax_port
         self.info = {"pid": os.getpid(), **info}
         self._server: _Server | None = None
 
@@ -131,6 +173,7 @@ class MetricsServer:
         """Listen and serve in a daemon thread (raises OSError if the port is taken)."""
         server = _Server((self.host, self.requested_port), _Handler)
         server.info = self.info
+        server.bytewax_port = self.bytewax_port
         self._server = server
         threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         return self
@@ -143,7 +186,7 @@ class MetricsServer:
 
 
 def serve_metrics_from_environment(
-    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+    argv: Sequence[str] | None = None, env: MutableMapping[str, str] | None = None
 ) -> MetricsServer | None:
     """Start this flow process's metrics server as the environment says (see above)."""
     argv = sys.argv if argv is None else argv
@@ -153,7 +196,10 @@ def serve_metrics_from_environment(
     if port is None:
         return None
     host = env.get("STREAMFORGE_METRICS_HOST", "127.0.0.1")
-    server = MetricsServer(port, host, process_id=pid)
+    bytewax_port = None
+    if port and env.get("STREAMFORGE_METRICS_BYTEWAX", "on").lower() not in ("off", "false", "no"):
+        bytewax_port = enable_bytewax_metrics(port + BYTEWAX_PORT_OFFSET, env)
+    server = MetricsServer(port, host, bytewax_port, process_id=pid)
     try:
         server.start()
     except OSError as exc:
@@ -164,6 +210,12 @@ def serve_metrics_from_environment(
         return None
     log.info(
         "serving /metrics and /health",
-        extra={"step": "metrics", "host": host, "port": server.port, "process_id": pid},
+        extra={
+            "step": "metrics",
+            "host": host,
+            "port": server.port,
+            "process_id": pid,
+            "bytewax_port": bytewax_port,
+        },
     )
     return server

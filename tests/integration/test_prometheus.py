@@ -202,3 +202,13 @@ def test_prometheus_has_process_and_api_series(scraped: str) -> None:
         timeout=10,
     ).json()["data"]
     assert "process_cpu_seconds_total" in names and "up" in names
+
+
+def test_prometheus_has_bytewax_step_latencies_of_both_processes(scraped: str) -> None:
+    # Bytewax's own per-step timings, served through each process's /metrics.
+    expr = (
+        f'bytewax_stateful_batch_on_batch_duration_seconds_count{{run="{scraped}",'
+        f' step_id=~".*[.]series"}}'
+    )
+    result = wait_for(expr, lambda r: len({s["metric"]["instance"] for s in r}) == 2)
+    assert all(float(s["value"][1]) > 0 for s in result)
