@@ -31,6 +31,7 @@ cdef class RegimeDetector:
                    u=double, s=double, reported=double, score=double, run=long, inv=double,
                    dev=double, old_level=double, a=double, k=double, m=Regime)
     cpdef double score_one(self, object ts, double value)
+    cpdef double score_learn_one(self, object ts, double value)
 
     @cython.locals(cur=Regime, mode=Regime, d=double, best_d=double, r=double)
     cpdef tuple _switch(self, double x, long n, bint may_transit)

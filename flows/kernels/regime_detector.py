@@ -457,6 +457,10 @@ class RegimeDetector:
                 self._accept_change(n, run)
         return score
 
+    def score_learn_one(self, ts: datetime | float, value: float) -> float:
+        """The same as ``score_one`` (the name the series step calls)."""
+        return self.score_one(ts, value)
+
     def _switch(self, x: float, n: int, may_transit: bool) -> tuple[bool, float]:
         """Whether ``x`` moves the series to another known regime (then it does so).
 

@@ -220,7 +220,8 @@ def run_detector(config: DetectorConfig | None, values: list[float]) -> tuple[li
     """Scores of a fresh detector over the values, and µs per value."""
     det = build_detector(config)
     t0 = time.perf_counter()
-    scores = [det.score_one(float(i), v) for i, v in enumerate(values)]
+    step = det.score_learn_one
+    scores = [step(float(i), v) for i, v in enumerate(values)]
     return scores, (time.perf_counter() - t0) / max(1, len(values)) * 1e6
 
 

