@@ -209,7 +209,7 @@ class SeriesProcessor:
                     else:  # a value later than the allowed lateness
                         out.dead_letter.append(record)
             if state.detector is not None:
-                score = state.detector.score_one(reading_ts, value)
+                score = state.detector.score_learn_one(reading_ts, value)
                 # The score travels on the reading itself: one telemetry record
                 # and one row per value, not two (see AnomalyConfig.emit_scores).
                 reading.score = score
