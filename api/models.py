@@ -186,6 +186,9 @@ class AlarmOut(_Out):
     acknowledged_by: str | None = None
     cleared_at: datetime | None = None
     comment: str | None = None
+    priority: str = "medium"
+    shelved_until: datetime | None = None
+    chattering: bool = False
 
 
 class AlarmDetail(AlarmOut):
@@ -207,6 +210,43 @@ class AcknowledgeIn(BaseModel):
 
 class ClearIn(AcknowledgeIn):
     """Who clears the alarm by hand and why."""
+
+
+class ShelveIn(AcknowledgeIn):
+    """Shelve an alarm for ``minutes`` (at most the API's ``max_shelve``), with a reason."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {"minutes": 60, "comment": "sensor being replaced"}},
+    )
+
+    minutes: float = Field(gt=0, description="How long; the alarm comes back by itself after.")
+    comment: StorableText = Field(min_length=1, max_length=2000, description="Why (required).")
+
+
+class RankedCount(BaseModel):
+    """A name and how many raises it had."""
+
+    name: str
+    raises: int
+
+
+class AlarmKpis(BaseModel):
+    """Alarm KPIs of ``[start, end)`` (EEMUA 191 / ISA-18.2 benchmarks in the README)."""
+
+    start: datetime
+    end: datetime
+    raises: int = Field(description="Alarms raised (floods not counted).")
+    raises_per_hour: float
+    raises_per_10_minutes_avg: float
+    peak_per_10_minutes: int = Field(description="Most raises in one 10-minute bucket.")
+    floods: int = Field(description="Flood alarms raised.")
+    active: int = Field(description="Alarms raised or acknowledged now (not shelved).")
+    shelved: int = Field(description="Alarms shelved now.")
+    standing: int = Field(description="Active now and raised more than 24 hours ago.")
+    chattering: int = Field(description="Alarms marked chattering, raised in the range.")
+    top_rules: list[RankedCount]
+    top_devices: list[RankedCount]
 
 
 class IngestRejected(BaseModel):

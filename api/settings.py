@@ -55,6 +55,9 @@ class ApiSettings(Settings):
         description="Threshold rules operators may clear, beyond those with manual_clear: true "
         "in the pipeline config.",
     )
+    api_max_shelve_minutes: float = Field(
+        480.0, gt=0, description="The longest an operator may shelve an alarm, in minutes."
+    )
     api_supervise_flows: bool = Field(
         True, description="Run the flow supervisor in this process (one per database wins)."
     )

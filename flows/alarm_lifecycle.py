@@ -3,9 +3,9 @@
 >>> from datetime import datetime, timedelta, timezone
 >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 >>> life = AlarmLifecycle("default", "press-1", "temperature", "hot", "threshold")
->>> raised = life.raise_(t0, "warning", 82.0, 80.0, "temperature 82.0 >= 80.0 (warning)")
+>>> (raised,) = life.raise_(t0, "warning", 82.0, 80.0, "temperature 82.0 >= 80.0 (warning)")
 >>> acked = life.acknowledge("alice", "on it", t0 + timedelta(minutes=1))
->>> cleared = life.clear(t0 + timedelta(minutes=5), 74.0, 75.0, "cleared")
+>>> (cleared,) = life.clear(t0 + timedelta(minutes=5), 74.0, 75.0, "cleared")
 >>> [(a.transition, a.state, a.seq) for a in (raised, acked, cleared)]
 [('raised', 'raised', 1), ('acknowledged', 'acknowledged', 2), ('cleared', 'cleared', 3)]
 >>> raised.id == cleared.id == alarm_id("default", "press-1", "temperature", "hot", t0)
@@ -51,6 +51,7 @@ from schemas.models import (
     AlarmKind,
     AlarmState,
     AlarmTransition,
+    Priority,
     Severity,
     Value,
 )
@@ -84,25 +85,41 @@ class AlarmLifecycle:
     __slots__ = (
         "acknowledged_at",
         "acknowledged_by",
+        "chatter",
+        "chattering",
         "comment",
         "device",
         "followed",
+        "held_clear",
         "id",
         "kind",
         "last",
         "message",
         "metric",
+        "priority",
+        "raise_times",
         "raised_at",
         "rule",
         "seq",
         "severity",
+        "shelved_until",
+        "silent",
         "state",
         "tenant",
         "threshold",
         "value",
     )
 
-    def __init__(self, tenant: str, device: str, metric: str, rule: str, kind: AlarmKind) -> None:
+    def __init__(
+        self,
+        tenant: str,
+        device: str,
+        metric: str,
+        rule: str,
+        kind: AlarmKind,
+        priority: Priority = "medium",
+        chatter: tuple[int, float] | None = None,
+    ) -> None:
         self.tenant = tenant
         self.device = device
         self.metric = metric
@@ -113,7 +130,16 @@ class AlarmLifecycle:
         self.last: Alarm | None = None
         # The seq of the last operator action followed on that alarm.
         self.followed = 0
+        self._manage(priority, chatter)
         self._reset()
+
+    def _manage(self, priority: Priority, chatter: tuple[int, float] | None) -> None:
+        """The alarm management settings and state, which outlive one alarm."""
+        self.priority: Priority = priority
+        self.chatter = chatter  # (raises, window seconds), or None
+        self.raise_times: list[float] = []  # epochs of the latest raises (chatter counting)
+        # Shelved by an operator until then (event time), raises and all.
+        self.shelved_until: datetime | None = None
 
     _IDENTITY = ("tenant", "device", "metric", "rule", "kind")
     _ALARM = (
@@ -130,23 +156,45 @@ class AlarmLifecycle:
         "message",
     )
 
+    _MANAGED = ("priority", "chatter", "raise_times", "shelved_until")
+    _ALARM_MANAGED = ("chattering", "held_clear", "silent")
+
     def __getstate__(self) -> tuple[object, ...]:
         # A tuple without slot names, and only the identity (and the last
         # record, if any) when no alarm is active: this is pickled once per
-        # series and rule in every snapshot.
-        head = (*(getattr(self, name) for name in self._IDENTITY), self.last, self.followed)
+        # series and rule in every snapshot. The alarm management fields come
+        # as one tuple after ``followed`` (a snapshot of an earlier version,
+        # without it, has two fields fewer: see __setstate__).
+        managed: tuple[object, ...] = tuple(getattr(self, name) for name in self._MANAGED)
+        head = (
+            *(getattr(self, name) for name in self._IDENTITY),
+            self.last,
+            self.followed,
+            managed,
+        )
         if self.id is None:
             return head
-        return head + tuple(getattr(self, name) for name in self._ALARM)
+        alarm = tuple(getattr(self, name) for name in self._ALARM)
+        return head + alarm + (tuple(getattr(self, name) for name in self._ALARM_MANAGED),)
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
+        self._manage("medium", None)
         self._reset()
         identity = len(self._IDENTITY)
         for name, value in zip(self._IDENTITY, state[:identity], strict=True):
             setattr(self, name, value)
         self.last = state[identity]  # type: ignore[assignment]
         self.followed = state[identity + 1]  # type: ignore[assignment]
-        for name, value in zip(self._ALARM, state[identity + 2 :], strict=False):
+        rest = state[identity + 2 :]
+        if len(rest) in (1, len(self._ALARM) + 2):  # this version's layout
+            for name, value in zip(self._MANAGED, rest[0], strict=True):  # type: ignore[call-overload]
+                setattr(self, name, value)
+            rest = rest[1:]
+            if rest:
+                for name, value in zip(self._ALARM_MANAGED, rest[-1], strict=True):  # type: ignore[call-overload]
+                    setattr(self, name, value)
+                rest = rest[:-1]
+        for name, value in zip(self._ALARM, rest, strict=False):
             setattr(self, name, value)
 
     def _reset(self) -> None:
@@ -161,6 +209,11 @@ class AlarmLifecycle:
         self.value: Value | None = None
         self.threshold: float | None = None
         self.message = ""
+        self.chattering = False
+        # A chattering alarm's clear, held until the condition stays clear for
+        # the chatter window: (epoch, value, threshold, message) of the first.
+        self.held_clear: tuple[float, Value | None, float | None, str] | None = None
+        self.silent = False  # raised while shelved: no record made yet
 
     @property
     def active(self) -> bool:
@@ -190,13 +243,31 @@ class AlarmLifecycle:
             acknowledged_by=self.acknowledged_by,
             cleared_at=ts if transition == "cleared" else None,
             comment=self.comment,
+            priority=self.priority,
+            shelved_until=self.shelved_until if self.state == "shelved" else None,
+            chattering=self.chattering,
         )
         return record
 
+    def _shelved(self, ts: datetime) -> bool:
+        """Whether the point is shelved at ``ts`` (an expired shelve is forgotten)."""
+        until = self.shelved_until
+        if until is None:
+            return False
+        if ts < until:
+            return True
+        self.shelved_until = None
+        return False
+
     def raise_(
         self, ts: datetime, severity: Severity, value: Value, threshold: float | None, message: str
-    ) -> Alarm:
-        """Raise a new alarm (there must be none active)."""
+    ) -> list[Alarm]:
+        """Raise a new alarm (there must be none active).
+
+        Its record, or none while the point is shelved: then the alarm is
+        kept silently and announced at the unshelve (:meth:`tick`) if it is
+        still active.
+        """
         assert self.id is None, "an alarm is already active"
         self.id = alarm_id(self.tenant, self.device, self.metric, self.rule, ts)
         self.followed = 0
@@ -204,19 +275,44 @@ class AlarmLifecycle:
         self.state = "raised"
         self.severity = severity
         self.value, self.threshold, self.message = value, threshold, message
-        return self._record("raised", ts)
+        if self.chatter is not None:
+            raises, window = self.chatter
+            epoch = ts.timestamp()
+            recent = [t for t in self.raise_times if epoch - t < window]
+            recent.append(epoch)
+            self.raise_times = recent[-raises:]
+            if len(recent) >= raises:
+                self.chattering = True
+                self.message = f"chattering ({len(recent)} raises within {window:g} s): {message}"
+        if self._shelved(ts):
+            self.state = "shelved"
+            self.silent = True
+            return []
+        return [self._record("raised", ts)]
 
     def change(
         self, ts: datetime, severity: Severity, value: Value, threshold: float | None, message: str
-    ) -> Alarm:
-        """Escalate or de-escalate the active alarm to ``severity``."""
+    ) -> list[Alarm]:
+        """Escalate or de-escalate the active alarm to ``severity``.
+
+        A chattering alarm whose clear is held continues instead (no record
+        unless the severity changed); a shelved one changes silently.
+        """
+        self.held_clear = None
+        if severity == self.severity:
+            self.value = value
+            return []
         escalated = SEVERITY_RANK[severity] > SEVERITY_RANK[self.severity]
         if escalated and self.state == "acknowledged":
             self.state = "raised"
             self.acknowledged_at = self.acknowledged_by = None
         self.severity = severity
-        self.value, self.threshold, self.message = value, threshold, message
-        return self._record("escalated" if escalated else "deescalated", ts)
+        self.value, self.threshold = value, threshold
+        if not self.chattering:
+            self.message = message
+        if self.state == "shelved":
+            return []
+        return [self._record("escalated" if escalated else "deescalated", ts)]
 
     def acknowledge(self, by: str, comment: str | None, ts: datetime) -> Alarm | None:
         """Acknowledge a raised alarm; None when there is none or it is already acknowledged."""
@@ -235,19 +331,57 @@ class AlarmLifecycle:
         threshold: float | None,
         message: str,
         comment: str | None = None,
-    ) -> Alarm:
-        """Clear the active alarm; the tracker is then free to raise a new one."""
+        *,
+        hold: bool = True,
+    ) -> list[Alarm]:
+        """Clear the active alarm; the tracker is then free to raise a new one.
+
+        A chattering alarm clears only once the condition has been clear for
+        the chatter window (the tracker calls again; ``hold=False`` clears at
+        once, as an operator's clear does). An alarm raised silently while
+        shelved and clear before the unshelve ends without any record.
+        """
         assert self.id is not None, "no active alarm"
+        if hold and self.chattering and self.chatter is not None:
+            epoch = ts.timestamp()
+            held = self.held_clear
+            if held is None:
+                self.held_clear = (epoch, value, threshold, message)
+                return []
+            if epoch - held[0] < self.chatter[1]:
+                return []
+            message = f"{held[3]} (after chattering; clear for {self.chatter[1]:g} s)"
+        if self.silent:
+            self._reset()
+            return []
         self.state = "cleared"
         self.value, self.threshold, self.message = value, threshold, message
         if comment is not None:
             self.comment = comment
         record = self._record("cleared", ts)
         self._reset()
-        return record
+        return [record]
+
+    def tick(self, ts: datetime) -> list[Alarm]:
+        """The unshelve of the active alarm, once its shelve has expired at ``ts``.
+
+        An alarm raised silently meanwhile is announced now (``raised``); one
+        shelved by an operator comes back as ``unshelved`` (state ``raised``:
+        it needs a fresh acknowledgement).
+        """
+        if self.shelved_until is None or self._shelved(ts) or self.id is None:
+            return []
+        if self.state != "shelved":
+            return []
+        self.state = "raised"
+        self.acknowledged_at = self.acknowledged_by = None
+        if self.silent:
+            self.silent = False
+            return [self._record("raised", ts)]
+        return [self._record("unshelved", ts)]
 
     def follow(self, action: Alarm) -> tuple[bool, Alarm | None]:
-        """Apply an operator's ``acknowledged`` or ``cleared`` transition made by the API.
+        """Apply an operator's transition made by the API (ack, shelve, unshelve, clear).
 
         Returns ``(cleared, restatement)``: ``cleared`` when the action
         cleared the active alarm (the tracker resets what it keeps about the
@@ -259,7 +393,7 @@ class AlarmLifecycle:
         last = self.last
         if last is None or action.id != last.id:
             return False, None  # not this tracker's alarm (any more)
-        if action.transition not in ("acknowledged", "cleared"):
+        if action.transition not in ("acknowledged", "cleared", "shelved", "unshelved"):
             return False, None
         if action.seq <= self.followed or (
             action.seq == last.seq and action.transition == last.transition and action.ts == last.ts
@@ -267,6 +401,22 @@ class AlarmLifecycle:
             return False, None  # already known (a replay, or the flow's own record)
         self.followed = action.seq
         active = self.id == action.id
+        if action.transition in ("shelved", "unshelved"):
+            # Shelving holds the point (this series and rule) until then, raises and all.
+            self.shelved_until = action.shelved_until if action.transition == "shelved" else None
+            if active and self.state != "cleared":
+                self.state = "shelved" if action.transition == "shelved" else "raised"
+                if action.transition == "shelved":
+                    self.acknowledged_at = self.acknowledged_by = None
+            if action.seq > last.seq:
+                self.last = action
+                if active:
+                    self.seq = action.seq
+                return False, None
+            if not active:
+                return False, None
+            self.seq = max(self.seq, action.seq)
+            return False, self._record(action.transition, action.ts)
         if action.seq > last.seq:
             # The usual case: the flow's next transition comes after the action.
             self.last = action
@@ -322,8 +472,13 @@ class AlarmTrackerBase:
         return tuple(getattr(self, name) for name in self._FIELDS)
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
-        for name, value in zip(self._FIELDS, state, strict=True):
+        # A snapshot of an earlier version may lack the newest (last) fields.
+        self._defaults()
+        for name, value in zip(self._FIELDS, state, strict=False):
             setattr(self, name, value)
+
+    def _defaults(self) -> None:
+        """Values of fields a snapshot of an earlier version lacks (subclasses)."""
 
     @property
     def active(self) -> bool:

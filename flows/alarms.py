@@ -41,10 +41,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from flows.alarm_lifecycle import AlarmCommandError, AlarmLifecycle, AlarmTrackerBase, alarm_id
-from schemas.config import AnomalyConfig, ThresholdAlarmRule
+from schemas.config import AnomalyConfig, ChatterConfig, SuppressionConfig, ThresholdAlarmRule
 from schemas.models import (
     SEVERITY_RANK,
     Alarm,
+    Priority,
     Reading,
     Severity,
     Value,
@@ -63,6 +64,22 @@ __all__ = [
 ]
 
 _DEFAULT_TEMPLATE = "{metric} {value} {op} {threshold} ({severity})"
+
+
+Suppress = tuple[bool, float, bool]
+"""A rule's state-based suppression: (while stopped, seconds after a start, while another
+alarm of the device is active); see :class:`schemas.config.SuppressionConfig`."""
+
+
+def suppression_of(config: SuppressionConfig) -> Suppress | None:
+    """The compact form a tracker keeps (None: never suppressed)."""
+    if not config.any():
+        return None
+    return (config.while_stopped, config.after_start, config.while_other_alarm)
+
+
+def _chatter(config: ChatterConfig | None) -> tuple[int, float] | None:
+    return None if config is None else (config.raises, config.window)
 
 
 def _format(template: str, **fields: object) -> str:
@@ -128,11 +145,15 @@ class ThresholdAlarmTracker(AlarmTrackerBase):
         "_min_duration",
         "_pending_since",
         "_template",
+        "suppress",
     )
     _FIELDS = ("_life", *__slots__)
 
     def __init__(self, rule: ThresholdAlarmRule, tenant: str, device: str, metric: str) -> None:
-        self._life = AlarmLifecycle(tenant, device, metric, rule.name, "threshold")
+        self._life = AlarmLifecycle(
+            tenant, device, metric, rule.name, "threshold", rule.priority, _chatter(rule.chatter)
+        )
+        self.suppress = suppression_of(rule.suppression)
         above = rule.direction == "above"
         self._above = above
         ordered = sorted(rule.levels.items(), key=lambda kv: SEVERITY_RANK[kv[0]])
@@ -167,6 +188,15 @@ class ThresholdAlarmTracker(AlarmTrackerBase):
             return []  # the common case: nothing active, pending or latched, value safe
         if v - v != 0 or reading.quality == "bad":  # NaN or infinite
             return []
+        if life.shelved_until is not None and life.id is not None:
+            return life.tick(reading.ts) + self._update(reading, value, v)
+        return self._update(reading, value, v)
+
+    def _defaults(self) -> None:
+        self.suppress = None
+
+    def _update(self, reading: Reading, value: float, v: float) -> list[Alarm]:
+        life = self._life
         # The value's level: thresholds ascend (as compared), so count those reached.
         level = -1
         levels = self._levels
@@ -181,7 +211,7 @@ class ThresholdAlarmTracker(AlarmTrackerBase):
             message = "cleared: " + self._message(
                 value, life.severity, self._clear_at, "<" if self._above else ">"
             )
-            return [life.clear(reading.ts, value, self._clear_at, message)]
+            return life.clear(reading.ts, value, self._clear_at, message)
         if level < 0:
             level = 0  # in the hysteresis band: held at the lowest level
         if level == self._level:
@@ -190,7 +220,7 @@ class ThresholdAlarmTracker(AlarmTrackerBase):
         self._level = level
         severity, _, threshold = levels[level]
         message = self._message(value, severity, threshold, self._op)
-        return [life.change(reading.ts, severity, value, threshold, message)]
+        return life.change(reading.ts, severity, value, threshold, message)
 
     def _maybe_raise(self, reading: Reading, value: float, v: float, level: int) -> list[Alarm]:
         if v < self._clear:
@@ -209,7 +239,7 @@ class ThresholdAlarmTracker(AlarmTrackerBase):
         self._level = level
         severity, _, threshold = self._levels[level]
         message = self._message(value, severity, threshold, self._op)
-        return [self._life.raise_(reading.ts, severity, value, threshold, message)]
+        return self._life.raise_(reading.ts, severity, value, threshold, message)
 
     @property
     def _op(self) -> str:
@@ -249,7 +279,10 @@ class ThresholdAlarmTracker(AlarmTrackerBase):
             return None
         self._cleared_by_operator()
         note = f"cleared manually by {by}" + (f": {comment}" if comment else "")
-        return life.clear(ts or datetime.now(UTC), life.value, self._clear_at, note, note)
+        records = life.clear(
+            ts or datetime.now(UTC), life.value, self._clear_at, note, note, hold=False
+        )
+        return records[0] if records else None
 
 
 def threshold_trackers(
@@ -283,11 +316,15 @@ class AnomalyAlarmTracker(AlarmTrackerBase):
         "_instant",
         "_severity",
         "_threshold",
+        "suppress",
     )
     _FIELDS = ("_life", *__slots__)
 
     def __init__(self, config: AnomalyConfig, tenant: str, device: str, metric: str) -> None:
-        self._life = AlarmLifecycle(tenant, device, metric, "anomaly", "anomaly")
+        self._life = AlarmLifecycle(
+            tenant, device, metric, "anomaly", "anomaly", config.priority, _chatter(config.chatter)
+        )
+        self.suppress = suppression_of(config.suppression)
         self._threshold = config.threshold
         self._clear_threshold = config.clear_threshold
         self._hold = config.hold
@@ -301,6 +338,15 @@ class AnomalyAlarmTracker(AlarmTrackerBase):
         if score != score:  # NaN: no information, runs continue
             return []
         life = self._life
+        if life.shelved_until is not None and life.id is not None:
+            return life.tick(ts) + self._update(ts, value, score)
+        return self._update(ts, value, score)
+
+    def _defaults(self) -> None:
+        self.suppress = None
+
+    def _update(self, ts: datetime, value: float, score: float) -> list[Alarm]:
+        life = self._life
         if life.id is None:
             if score >= self._threshold:
                 self._count += 1
@@ -311,7 +357,7 @@ class AnomalyAlarmTracker(AlarmTrackerBase):
                         f"{life.metric} anomaly score {score:.3f} >= {self._threshold:g}"
                         f" for {held} consecutive value{'s' if held > 1 else ''}"
                     )
-                    return [life.raise_(ts, self._severity, value, self._threshold, message)]
+                    return life.raise_(ts, self._severity, value, self._threshold, message)
             else:
                 self._count = 0
             return []
@@ -323,9 +369,11 @@ class AnomalyAlarmTracker(AlarmTrackerBase):
                     f"cleared: {life.metric} anomaly score < {self._clear_threshold:g}"
                     f" for {self._clear_hold} consecutive values"
                 )
-                return [life.clear(ts, value, self._clear_threshold, message)]
+                return life.clear(ts, value, self._clear_threshold, message)
         else:
             self._count = 0
+            if score >= self._threshold:
+                life.held_clear = None  # anomalous again: a held (chattering) clear is off
         life.value = value
         return []
 
@@ -372,8 +420,10 @@ class DeviceAlarmTracker(AlarmTrackerBase):
 
     __slots__ = ()
 
-    def __init__(self, tenant: str, device: str, metric: str) -> None:
-        self._life = AlarmLifecycle(tenant, device, metric, "device", "device")
+    def __init__(
+        self, tenant: str, device: str, metric: str, priority: Priority = "medium"
+    ) -> None:
+        self._life = AlarmLifecycle(tenant, device, metric, "device", "device", priority)
 
     def update(self, reading: Reading) -> list[Alarm]:
         """The alarm transitions this reading causes (usually none)."""
@@ -381,16 +431,18 @@ class DeviceAlarmTracker(AlarmTrackerBase):
         life = self._life
         if state is None or (not state and life.id is None):
             return []
+        ticked = life.tick(reading.ts) if life.shelved_until is not None else []
         attributes = reading.attributes or {}
         if not state:
             message = f"cleared: {life.device} reports {life.metric} = {reading.value}"
-            return [life.clear(reading.ts, reading.value, None, message)]
+            return ticked + life.clear(reading.ts, reading.value, None, message)
         severity = _SEVERITIES.get(attributes.get("severity", "").strip().lower(), "warning")
         if life.id is not None and severity == life.severity:
-            return []
+            life.held_clear = None  # still (or again) in alarm
+            return ticked
         message = (
             attributes.get("message") or f"{life.device} reports {life.metric} = {reading.value}"
         )
         if life.id is None:
-            return [life.raise_(reading.ts, severity, reading.value, None, message)]
-        return [life.change(reading.ts, severity, reading.value, None, message)]
+            return ticked + life.raise_(reading.ts, severity, reading.value, None, message)
+        return ticked + life.change(reading.ts, severity, reading.value, None, message)

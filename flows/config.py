@@ -37,6 +37,7 @@ from connectors.simulator.config import SimulatorSourceConfig
 from connectors.stdout.config import NullSinkConfig, StdoutSinkConfig
 from connectors.timescale.config import TimescaleSinkConfig
 from schemas.config import (
+    AlarmManagementConfig,
     AnomalyConfig,
     ClassificationRule,
     ConfigError,
@@ -87,14 +88,15 @@ class PipelineConfig(Strict):
     alarms: list[ThresholdAlarmRule] = Field(default_factory=default_alarm_rules)
     rollups: RollupConfig = Field(default_factory=RollupConfig)
     anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    alarm_management: AlarmManagementConfig = Field(default_factory=AlarmManagementConfig)
     operator_actions: OperatorActionsConfig = Field(default_factory=OperatorActionsConfig)
     sinks: list[SinkConfig] = Field(default_factory=_default_sinks, min_length=1)
     series_buckets: int = Field(
         64,
         ge=1,
         le=65536,
-        description="keys of the per-series step; series are spread over workers by bucket. "
-        "Changing it breaks resuming from an existing recovery store.",
+        description="keys of the per-series step; devices (all the series of one) are spread "
+        "over workers by bucket. Changing it breaks resuming from an existing recovery store.",
     )
 
     @model_validator(mode="after")

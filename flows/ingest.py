@@ -22,9 +22,12 @@ Counter({'telemetry': 80, 'rollup': 12, 'event': 1})
 
 The shape of the flow::
 
-    input(s) ─► decode ─┬─► key by series ─► series (classify, events, alarms,
+    input(s) ─► decode ─┬─► key by device ─► series (classify, events, alarms,
                         │                            rollups, anomaly scores)
-                        └─► dead letters ──────────────────┴─► sinks
+                        │                              │ alarm transitions
+                        │                              ▼ key by tenant/area
+                        │                            flood (alarm floods)
+                        └─► dead letters ──────────────┴─► sinks
 
 ``decode`` turns untrusted payloads (:class:`schemas.models.RawMessage`)
 into readings and dead letters and never raises; readings from trusted
@@ -58,6 +61,7 @@ from connectors.runtime.logs import configure_logging, get_logger
 from connectors.runtime.metrics_server import serve_metrics_from_environment
 from connectors.runtime.outputs import Output, RoutedOutput, flatten_outputs
 from connectors.runtime.registry import build_sink, build_source
+from flows.alarm_flood import manage_floods
 from flows.config import PipelineConfig, load_pipeline_config
 from flows.operators import decode
 from flows.series import series_logic_builder
@@ -119,7 +123,11 @@ def build_flow(
     decoded = decode("decode", raw, config.decode, config.series_buckets)
     dead: Stream[RoutedOutput] = decoded.dead_letters
 
-    processed = op.stateful_batch("series", decoded.readings, series_logic_builder(config))
+    processed: Stream[RoutedOutput] = op.stateful_batch(
+        "series", decoded.readings, series_logic_builder(config)
+    )
+    if config.alarm_management.flood.enabled:
+        processed = manage_floods("flood", processed, config.alarm_management)
     # Keyed by the bucket that made them: a partitioned sink (Kafka, TimescaleDB)
     # writes them on the worker that made them (connectors.runtime.routing).
     routed: Stream[RoutedOutput] = op.merge("outputs", processed, dead)

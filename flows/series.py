@@ -52,6 +52,7 @@ class SeriesStart:
         state = SeriesState(kind)
         state.text = inferred and kind == "event"
         config = self.config
+        state.run_signal = first.metric == config.alarm_management.running_metric
         t, d, m = first.tenant, first.device, first.metric
         if kind == "telemetry":
             state.threshold_alarms = [
@@ -66,7 +67,9 @@ class SeriesStart:
         elif kind == "event":
             state.events = EventDetector()
         elif kind == "alarm":
-            state.device_alarm = DeviceAlarmTracker(t, d, m)
+            state.device_alarm = DeviceAlarmTracker(
+                t, d, m, config.alarm_management.device_alarm_priority
+            )
         return state
 
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.durations import parse_duration
-from schemas.models import RecordKind, Severity
+from schemas.models import Priority, RecordKind, Severity
 
 
 class Strict(BaseModel):
@@ -78,6 +78,54 @@ def default_classification() -> list[ClassificationRule]:
     ]
 
 
+class SuppressionConfig(Strict):
+    """When a rule raises no alarm: ISA-18.2 state-based suppression.
+
+    The device's run state is its ``alarm_management.running_metric`` series
+    (a reading whose value is true, a non-zero number or a string like
+    ``on``/``running`` means running). A device that never sent one is
+    neither stopped nor starting. Suppression only holds back *new* raises:
+    an alarm already active still escalates, de-escalates and clears. A
+    suppressed anomaly rule also keeps its detector from learning (a stopped
+    machine or a start-up transient is not the normal it should learn).
+    """
+
+    while_stopped: bool = Field(False, description="while the device's run state is off")
+    after_start: float = Field(
+        0.0, ge=0.0, description="seconds (event time) after the run state turns on"
+    )
+    while_other_alarm: bool = Field(
+        False,
+        description="while another threshold or device alarm of the same device is active",
+    )
+
+    @field_validator("after_start", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    def any(self) -> bool:
+        """Whether any condition is set."""
+        return self.while_stopped or self.after_start > 0 or self.while_other_alarm
+
+
+class ChatterConfig(Strict):
+    """A chattering alarm: ``raises`` raises of one rule on one series within ``window``.
+
+    From that raise on, the alarm is marked ``chattering`` and its clear is
+    held until the condition has stayed clear for ``window``; raises in the
+    meantime continue the same alarm. One alarm stands for the stream.
+    """
+
+    raises: int = Field(3, ge=2)
+    window: float = Field(60.0, gt=0.0, description="seconds (event time)")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
 class ThresholdAlarmRule(Strict):
     """A threshold alarm with severity levels, hysteresis and a minimum duration.
 
@@ -99,6 +147,11 @@ class ThresholdAlarmRule(Strict):
     min_duration: float = Field(0.0, ge=0.0, description="seconds, or a duration string")
     manual_clear: bool = Field(False, description="operators may clear it through the API")
     message: str = "{metric} {value} {op} {threshold} ({severity})"
+    priority: Priority = "medium"
+    suppression: SuppressionConfig = Field(default_factory=SuppressionConfig)
+    chatter: ChatterConfig | None = Field(
+        default_factory=ChatterConfig, description="null: never collapse repeated raises"
+    )
 
     @field_validator("min_duration", mode="before")
     @classmethod
@@ -223,6 +276,14 @@ class AnomalyConfig(Strict):
     instant_threshold: float = Field(0.99, gt=0.0, le=1.0)
     clear_hold: int = Field(5, ge=1)
     severity: Severity = "warning"
+    priority: Priority = "low"
+    suppression: SuppressionConfig = Field(
+        default_factory=lambda: SuppressionConfig(
+            while_stopped=True, after_start=120.0, while_other_alarm=True
+        ),
+        description="a start, a stop or another alarm of the device raises no anomaly alarm",
+    )
+    chatter: ChatterConfig | None = Field(default_factory=ChatterConfig)
     emit_scores: bool = Field(
         False,
         description="also emit a separate AnomalyScore record per telemetry value "
@@ -236,6 +297,65 @@ class AnomalyConfig(Strict):
         if self.instant_threshold < self.threshold:
             raise ValueError("instant_threshold must be >= threshold")
         return self
+
+
+class FloodConfig(Strict):
+    """An alarm flood (EEMUA 191): more than ``raises`` raises within ``window``.
+
+    Counted per tenant and area (``AlarmManagementConfig.areas``). A flood
+    raises one alarm (kind and rule ``flood``, device the area, metric
+    ``alarms``, priority ``high``); while it lasts, raises below
+    ``hold_below`` priority are held back. It ends once the raises within
+    ``window`` are ``end_at`` or fewer: the flood alarm clears with a summary,
+    held alarms still active are released (their records, in order), and
+    those that came and went during the flood are counted in the summary only.
+    """
+
+    enabled: bool = True
+    raises: int = Field(10, ge=1)
+    window: float = Field(600.0, gt=0.0, description="seconds (event time)")
+    end_at: int = Field(5, ge=0)
+    hold_below: Priority = "high"
+    severity: Severity = "major"
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> FloodConfig:
+        if self.end_at >= self.raises:
+            raise ValueError("end_at must be below raises")
+        return self
+
+
+class AlarmManagementConfig(Strict):
+    """Alarm management across rules (ISA-18.2 / EEMUA 191); per-rule parts live on the rules.
+
+    ``running_metric``: the metric of a device's run state, what state-based
+    suppression looks at. ``areas``: area name -> device glob, first match
+    wins, for flood counting (devices no glob matches are in area ``plant``).
+    ``device_alarm_priority``: the priority of alarms a device reports itself.
+    (How long operators may shelve an alarm is the API's setting,
+    ``STREAMFORGE_API_MAX_SHELVE_MINUTES``.)
+    """
+
+    running_metric: str = Field("state.running", min_length=1)
+    areas: dict[str, str] = Field(default_factory=dict)
+    flood: FloodConfig = Field(default_factory=FloodConfig)
+    device_alarm_priority: Priority = "medium"
+
+    def area_of(self, device: str) -> str:
+        """The area a device belongs to (``plant`` when no glob matches).
+
+        >>> AlarmManagementConfig(areas={"north": "n-*"}).area_of("n-press-1")
+        'north'
+        """
+        for area, pattern in self.areas.items():
+            if fnmatch.fnmatchcase(device, pattern):
+                return area
+        return "plant"
 
 
 class OperatorActionsConfig(Strict):

@@ -47,9 +47,21 @@ Severity = Literal["info", "warning", "major", "critical"]
 
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "major": 2, "critical": 3}
 
-AlarmState = Literal["raised", "acknowledged", "cleared"]
-AlarmTransition = Literal["raised", "escalated", "deescalated", "acknowledged", "cleared"]
-AlarmKind = Literal["threshold", "anomaly", "device"]
+AlarmState = Literal["raised", "acknowledged", "shelved", "cleared"]
+AlarmTransition = Literal[
+    "raised", "escalated", "deescalated", "acknowledged", "shelved", "unshelved", "cleared"
+]
+AlarmKind = Literal["threshold", "anomaly", "device", "flood"]
+
+Priority = Literal["low", "medium", "high"]
+"""How soon an operator must act on an alarm (ISA-18.2), lowest first.
+
+``high``: at once (minutes), the process is at risk; ``medium``: soon
+(within about 30 minutes); ``low``: within the shift. Independent of
+severity, which says how bad the condition is. During an alarm flood, raises
+below the flood's ``hold_below`` priority are held back."""
+
+PRIORITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 Value = float | int | bool | str
@@ -153,6 +165,11 @@ class Alarm:
     acknowledged_by: str | None = None
     cleared_at: AwareDatetime | None = None
     comment: str | None = None
+    priority: Priority = "medium"
+    shelved_until: AwareDatetime | None = None
+    """While ``state`` is ``shelved``: when it is unshelved by itself (event time)."""
+    chattering: bool = False
+    """Raised again and again (the rule's ``chatter``): one alarm stands for the stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +214,7 @@ class AlarmAction:
 
     @property
     def transition(self) -> AlarmTransition:
-        """What the operator did: ``acknowledged`` or ``cleared``."""
+        """What the operator did: ``acknowledged``, ``shelved``, ``unshelved`` or ``cleared``."""
         return self.record.transition
 
 

@@ -1,11 +1,12 @@
-"""Alarms: list and inspect them, acknowledge them, clear them by hand.
+"""Alarms: list and inspect them, acknowledge, shelve and clear them, and their KPIs.
 
 >>> import httpx
 >>> httpx.post("http://127.0.0.1:8000/alarms/0f0e.../acknowledge",
 ...            json={"comment": "on it"}, headers={"X-API-Key": "sfk_..."})  # doctest: +SKIP
 >>> [(r.path, *r.methods) for r in router.routes]
-[('/alarms', 'GET'), ('/alarms/{alarm_id}', 'GET'),
- ('/alarms/{alarm_id}/acknowledge', 'POST'), ('/alarms/{alarm_id}/clear', 'POST')]
+[('/alarms', 'GET'), ('/alarms/kpis', 'GET'), ('/alarms/{alarm_id}', 'GET'),
+ ('/alarms/{alarm_id}/acknowledge', 'POST'), ('/alarms/{alarm_id}/shelve', 'POST'),
+ ('/alarms/{alarm_id}/unshelve', 'POST'), ('/alarms/{alarm_id}/clear', 'POST')]
 
 An action is one more transition of the alarm (``seq`` + 1, as
 :mod:`flows.alarm_lifecycle` numbers them): the ``alarms`` row is updated
@@ -17,8 +18,14 @@ topic, which flows follow so that their own next transition of the alarm is
 numbered after it (:mod:`flows.alarm_lifecycle`). Kafka unavailable: 503 and
 nothing changes. A transition the alarm's state does not allow: 409.
 
-Acknowledge: only a ``raised`` alarm. Clear: a ``raised`` or
-``acknowledged`` alarm whose rule allows it: every ``device`` and
+Acknowledge: only a ``raised`` alarm. Shelve (ISA-18.2): a ``raised`` or
+``acknowledged`` alarm, for at most ``STREAMFORGE_API_MAX_SHELVE_MINUTES``
+(default 480) with a reason; the flow then keeps the alarm's series and rule
+quiet until then (event time: new raises are held, and the alarm comes back
+as ``unshelved`` if still active; see :mod:`flows.alarm_lifecycle`).
+Unshelve: a ``shelved`` alarm, at once. Flood alarms end by themselves: no
+action applies to them (409). Clear: a ``raised``, ``acknowledged`` or
+``shelved`` alarm whose rule allows it: every ``device`` and
 ``anomaly`` alarm (the device or detector may be wrong, the operator knows),
 and ``threshold`` alarms of rules with ``manual_clear: true`` in the pipeline
 config (``STREAMFORGE_CONFIG``) or in one of the tenant's API-managed flows,
@@ -28,7 +35,7 @@ or named in ``STREAMFORGE_API_MANUAL_CLEAR_RULES``.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import psycopg
@@ -38,7 +45,16 @@ from psycopg.types.json import Jsonb
 
 from api.deps import Operator, State, TenantDB
 from api.kafka import Headers, KafkaUnavailableError
-from api.models import AcknowledgeIn, AlarmDetail, AlarmOut, ClearIn, Page
+from api.models import (
+    AcknowledgeIn,
+    AlarmDetail,
+    AlarmKpis,
+    AlarmOut,
+    ClearIn,
+    Page,
+    RankedCount,
+    ShelveIn,
+)
 from api.params import (
     TEXT_PATTERN,
     Cursor,
@@ -57,12 +73,13 @@ router = APIRouter(tags=["alarms"])
 
 _COLUMNS = (
     "id, seq, tenant, device, metric, rule, kind, severity, state, transition, ts, raised_at,"
-    " value, threshold, message, acknowledged_at, acknowledged_by, cleared_at, comment"
+    " value, threshold, message, acknowledged_at, acknowledged_by, cleared_at, comment,"
+    " priority, shelved_until, chattering"
 )
 AlarmId = Annotated[str, Path(min_length=1, max_length=100, pattern=TEXT_PATTERN)]
 StateFilter = Annotated[
-    Literal["active", "raised", "acknowledged", "cleared"] | None,
-    Query(description="active = raised or acknowledged."),
+    Literal["active", "raised", "acknowledged", "shelved", "cleared"] | None,
+    Query(description="active = raised or acknowledged (shelved alarms are listed apart)."),
 ]
 SeverityFilter = Annotated[
     list[Literal["info", "warning", "major", "critical"]] | None,
@@ -84,7 +101,7 @@ async def list_alarms(
     parts: list[sql.Composable] = [sql.SQL("TRUE")]
     params: dict[str, Any] = {"limit": limit + 1}
     if state == "active":
-        parts.append(sql.SQL("state <> 'cleared'"))
+        parts.append(sql.SQL("state IN ('raised', 'acknowledged')"))
     elif state is not None:
         parts.append(sql.SQL("state = %(state)s"))
         params["state"] = state
@@ -119,6 +136,65 @@ async def list_alarms(
     return Page[AlarmOut](items=[AlarmOut(**r) for r in rows], next_cursor=next_cursor)
 
 
+_KPIS = """
+WITH raises AS (
+    SELECT device, rule, kind, ts, chattering FROM alarm_transitions
+    WHERE transition = 'raised' AND ts >= %(start)s AND ts < %(end)s
+)
+SELECT
+    (SELECT count(*) FROM raises WHERE kind <> 'flood') AS raises,
+    (SELECT count(*) FROM raises WHERE kind = 'flood') AS floods,
+    (SELECT count(*) FROM raises WHERE chattering) AS chattering,
+    (SELECT coalesce(max(n), 0) FROM (
+        SELECT count(*) AS n FROM raises WHERE kind <> 'flood'
+        GROUP BY date_bin('10 minutes', ts, TIMESTAMPTZ '2000-01-01')) AS b) AS peak,
+    (SELECT count(*) FROM alarms WHERE state IN ('raised', 'acknowledged')) AS active,
+    (SELECT count(*) FROM alarms WHERE state = 'shelved') AS shelved,
+    (SELECT count(*) FROM alarms WHERE state IN ('raised', 'acknowledged')
+        AND raised_at < %(end)s - interval '24 hours') AS standing
+"""
+_TOP = (
+    "SELECT {column} AS name, count(*) AS raises FROM alarm_transitions"
+    " WHERE transition = 'raised' AND kind <> 'flood' AND ts >= %(start)s AND ts < %(end)s"
+    " GROUP BY {column} ORDER BY raises DESC, name LIMIT 10"
+)
+
+
+@router.get("/alarms/kpis", response_model=AlarmKpis, summary="Alarm KPIs")
+async def alarm_kpis(conn: TenantDB, rng: Annotated[TimeRange, Depends(time_range)]) -> AlarmKpis:
+    """Raise rates, peak, floods, standing, shelved and chattering alarms, noisiest rules
+    and devices, over ``[start, end)`` (default: the last 24 hours)."""
+    end = rng.end or datetime.now(UTC)
+    start = rng.start or end - timedelta(hours=24)
+    if start >= end:
+        raise invalid("start", "must be before end", start.isoformat())
+    params = {"start": start, "end": end}
+    row = await (await conn.execute(_KPIS, params)).fetchone()
+    assert row is not None
+    tops = {}
+    for column in ("rule", "device"):
+        query = sql.SQL(_TOP).format(column=sql.Identifier(column))
+        tops[column] = [
+            RankedCount(**r) for r in await (await conn.execute(query, params)).fetchall()
+        ]
+    hours = (end - start).total_seconds() / 3600
+    return AlarmKpis(
+        start=start,
+        end=end,
+        raises=row["raises"],
+        raises_per_hour=row["raises"] / hours,
+        raises_per_10_minutes_avg=row["raises"] / (hours * 6),
+        peak_per_10_minutes=row["peak"],
+        floods=row["floods"],
+        active=row["active"],
+        shelved=row["shelved"],
+        standing=row["standing"],
+        chattering=row["chattering"],
+        top_rules=tops["rule"],
+        top_devices=tops["device"],
+    )
+
+
 @router.get("/alarms/{alarm_id}", response_model=AlarmDetail, summary="One alarm and its history")
 async def get_alarm(conn: TenantDB, alarm_id: AlarmId) -> AlarmDetail:
     """An alarm's current state and every transition, oldest first; 404 if not the caller's."""
@@ -129,8 +205,8 @@ async def get_alarm(conn: TenantDB, alarm_id: AlarmId) -> AlarmDetail:
     cur = await conn.execute(
         "SELECT alarm_id AS id, seq, tenant, device, metric, rule, kind, severity, state,"
         " transition, ts, raised_at, value, threshold, message, acknowledged_at,"
-        " acknowledged_by, cleared_at, comment FROM alarm_transitions WHERE alarm_id = %s"
-        " ORDER BY seq",
+        " acknowledged_by, cleared_at, comment, priority, shelved_until, chattering"
+        " FROM alarm_transitions WHERE alarm_id = %s ORDER BY seq",
         (alarm_id,),
     )
     transitions = [AlarmOut(**r) for r in await cur.fetchall()]
@@ -161,21 +237,23 @@ _UPDATE = (
     "UPDATE alarms SET seq = %(seq)s, severity = %(severity)s, state = %(state)s,"
     " transition = %(transition)s, ts = %(ts)s, value = %(value)s, threshold = %(threshold)s,"
     " message = %(message)s, acknowledged_at = %(acknowledged_at)s,"
-    " acknowledged_by = %(acknowledged_by)s, cleared_at = %(cleared_at)s, comment = %(comment)s"
-    " WHERE id = %(id)s"
+    " acknowledged_by = %(acknowledged_by)s, cleared_at = %(cleared_at)s, comment = %(comment)s,"
+    " shelved_until = %(shelved_until)s WHERE id = %(id)s"
 )
 _INSERT = (
     "INSERT INTO alarm_transitions (alarm_id, seq, tenant, device, metric, rule, kind, severity,"
     " state, transition, ts, raised_at, value, threshold, message, acknowledged_at,"
-    " acknowledged_by, cleared_at, comment) VALUES (%(id)s, %(seq)s, %(tenant)s, %(device)s,"
+    " acknowledged_by, cleared_at, comment, priority, shelved_until, chattering)"
+    " VALUES (%(id)s, %(seq)s, %(tenant)s, %(device)s,"
     " %(metric)s, %(rule)s, %(kind)s, %(severity)s, %(state)s, %(transition)s, %(ts)s,"
     " %(raised_at)s, %(value)s, %(threshold)s, %(message)s, %(acknowledged_at)s,"
-    " %(acknowledged_by)s, %(cleared_at)s, %(comment)s)"
+    " %(acknowledged_by)s, %(cleared_at)s, %(comment)s, %(priority)s, %(shelved_until)s,"
+    " %(chattering)s)"
 )
 
 
 async def _apply(state: State, tenant: str, alarm_id: str, action: str, by: str,
-                 comment: str | None) -> AlarmOut:  # fmt: skip
+                 comment: str | None, minutes: float | None = None) -> AlarmOut:  # fmt: skip
     try:
         async with state.db.tenant(tenant) as conn:
             cur = await conn.execute(
@@ -186,7 +264,23 @@ async def _apply(state: State, tenant: str, alarm_id: str, action: str, by: str,
                 raise HTTPException(404, f"no alarm {alarm_id!r}")
             alarm = _record(row)
             now = datetime.now(UTC)
-            if action == "acknowledge":
+            if alarm.kind == "flood":
+                raise HTTPException(409, "a flood alarm ends by itself; no action applies to it")
+            if action == "shelve":
+                if alarm.state not in ("raised", "acknowledged"):
+                    raise HTTPException(
+                        409, f"alarm is {alarm.state}; only an active alarm can be shelved"
+                    )
+                assert minutes is not None
+                alarm.state, alarm.transition = "shelved", "shelved"
+                alarm.shelved_until = now + timedelta(minutes=minutes)
+                alarm.acknowledged_at = alarm.acknowledged_by = None
+            elif action == "unshelve":
+                if alarm.state != "shelved":
+                    raise HTTPException(409, f"alarm is {alarm.state}, not shelved")
+                alarm.state, alarm.transition = "raised", "unshelved"
+                alarm.shelved_until = None
+            elif action == "acknowledge":
                 if alarm.state != "raised":
                     raise HTTPException(
                         409, f"alarm is {alarm.state}; only a raised alarm can be acknowledged"
@@ -208,6 +302,8 @@ async def _apply(state: State, tenant: str, alarm_id: str, action: str, by: str,
                 alarm.message = f"cleared manually by {by}" + (f": {comment}" if comment else "")
             if comment is not None:
                 alarm.comment = comment
+            if action == "clear":
+                alarm.shelved_until = None
             alarm.seq += 1
             alarm.ts = now
             values = {f: getattr(alarm, f) for f in Alarm.__dataclass_fields__}
@@ -248,6 +344,40 @@ async def acknowledge(
     body = body or AcknowledgeIn()
     return await _apply(
         state, caller.tenant, alarm_id, "acknowledge", body.by or caller.subject, body.comment
+    )
+
+
+@router.post(
+    "/alarms/{alarm_id}/shelve",
+    response_model=AlarmOut,
+    summary="Shelve an alarm for a while",
+    responses={409: {"description": "The alarm is not active, or is a flood alarm."}},
+)
+async def shelve(state: State, caller: Operator, alarm_id: AlarmId, body: ShelveIn) -> AlarmOut:
+    """Shelve an active alarm for ``minutes`` with a reason (operator role); it comes back by
+    itself then if its condition is still there."""
+    limit = state.settings.api_max_shelve_minutes
+    if body.minutes > limit:
+        raise HTTPException(422, f"minutes: at most {limit:g} (STREAMFORGE_API_MAX_SHELVE_MINUTES)")
+    return await _apply(
+        state, caller.tenant, alarm_id, "shelve", body.by or caller.subject, body.comment,
+        body.minutes,
+    )  # fmt: skip
+
+
+@router.post(
+    "/alarms/{alarm_id}/unshelve",
+    response_model=AlarmOut,
+    summary="Unshelve an alarm now",
+    responses={409: {"description": "The alarm is not shelved."}},
+)
+async def unshelve(
+    state: State, caller: Operator, alarm_id: AlarmId, body: AcknowledgeIn | None = None
+) -> AlarmOut:
+    """Bring a shelved alarm back at once (operator role)."""
+    body = body or AcknowledgeIn()
+    return await _apply(
+        state, caller.tenant, alarm_id, "unshelve", body.by or caller.subject, body.comment
     )
 
 

@@ -40,7 +40,7 @@ from schemas.settings import Settings
 
 __all__ = ["AlarmActionSource", "parse_action"]
 
-_ACTIONS = ("acknowledged", "cleared")
+_ACTIONS = frozenset(("acknowledged", "shelved", "unshelved", "cleared"))
 
 
 def parse_action(raw: RawMessage) -> AlarmAction | DeadLetter:

@@ -134,6 +134,7 @@ def alarm_row(a: Alarm) -> Row:
         a.id, a.seq, a.tenant, a.device, a.metric, a.rule, a.kind, a.severity, a.state,
         a.transition, a.ts, a.raised_at, a.value, a.threshold, a.message,
         a.acknowledged_at, a.acknowledged_by, a.cleared_at, a.comment,
+        a.priority, a.shelved_until, a.chattering,
     )  # fmt: skip
 
 
@@ -259,7 +260,8 @@ _ALARM_BASE = _spec(
     "alarm_id:text seq:int4 tenant:text device:text metric:text rule:text kind:text "
     "severity:text state:text transition:text ts:timestamptz raised_at:timestamptz "
     "value:jsonb threshold:float8 message:text acknowledged_at:timestamptz "
-    "acknowledged_by:text cleared_at:timestamptz comment:text",
+    "acknowledged_by:text cleared_at:timestamptz comment:text priority:text "
+    "shelved_until:timestamptz chattering:bool",
     alarm_row,
     ("alarm_id", "seq"),
 )

@@ -53,15 +53,18 @@ class Decoder:
     def __init__(self, config: DecodeConfig, buckets: int) -> None:
         self.config = config
         self.buckets = buckets
-        # (tenant, device, metric) -> bucket key; bounded by the number of
-        # series (crc32 once each)
-        self._bucket: dict[tuple[str, str, str], str] = {}
+        # (tenant, device) -> bucket key; bounded by the number of devices
+        # (crc32 once each)
+        self._bucket: dict[tuple[str, str], str] = {}
 
     def _key(self, reading: Reading | AlarmAction) -> str:
-        series = (reading.tenant, reading.device, reading.metric)
-        bucket = self._bucket.get(series)
+        # By device: all the series of a device share a bucket, so its run
+        # state and active alarms can hold off the alarms of the others
+        # (flows.kernels.series.DeviceContext).
+        device = (reading.tenant, reading.device)
+        bucket = self._bucket.get(device)
         if bucket is None:
-            bucket = self._bucket[series] = bucket_of("/".join(series), self.buckets)
+            bucket = self._bucket[device] = bucket_of("/".join(device), self.buckets)
         return bucket
 
     def __call__(self, items: list[Any]) -> list[tuple[str, Any]]:

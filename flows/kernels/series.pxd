@@ -11,7 +11,8 @@ cdef class SeriesState:
     cdef public double last_epoch
     cdef public object recent
     cdef public int recent_pos
-    cdef public object events, detector, anomaly_alarm, device_alarm
+    cdef public object events, detector, anomaly_alarm, device_alarm, device
+    cdef public bint run_signal
     cdef public list threshold_alarms
     cdef public RollupState rollups
 
@@ -28,7 +29,8 @@ cdef class SeriesProcessor:
 
     @cython.locals(entry=list, state=SeriesState, with_rollups=bint)
     cpdef bint process_batch(self, chunks, dict series, dict last_seen, double now,
-                             OutputChunks out)
+                             OutputChunks out, dict devices=*)
 
-    @cython.locals(kind=str, produced=list, epoch=double, score=double, repeat=int)
+    @cython.locals(kind=str, produced=list, epoch=double, score=double, repeat=int,
+                   context=bint)
     cpdef process(self, SeriesState state, reading, OutputChunks out)

@@ -67,12 +67,88 @@ OPERATOR_ACTIONS = counter(
 )
 
 
+_STOPPED = frozenset(("", "0", "false", "off", "no", "stopped", "stop", "idle", "down"))
+
+
+def is_running(value: Any) -> bool | None:
+    """Whether a run-state value says "running"; None when it says nothing (NaN).
+
+    >>> [is_running(v) for v in (True, 1, 0.0, "ON", "stopped", float("nan"))]
+    [True, True, False, True, False, None]
+    """
+    if type(value) is bool:
+        return value
+    if type(value) is str:
+        return value.strip().lower() not in _STOPPED
+    if value != value:
+        return None
+    return bool(value)
+
+
+class DeviceContext:
+    """What the series of one device share, for state-based alarm suppression.
+
+    Its run state (``running``: None until its run-state series spoke), the
+    event time it last started (an observed off-to-on change; a device
+    first seen running has no known start), and the ids of its active
+    threshold and device alarms. Every series of a device is in the same
+    bucket (the decode step buckets by device), so one object serves them
+    all, and pickling the bucket keeps it shared.
+
+    >>> ctx = DeviceContext()
+    >>> ctx.run(0, 100.0); ctx.run(1, 160.0)
+    >>> ctx.suppressed((True, 120.0, False), 200.0), ctx.suppressed((True, 120.0, False), 281.0)
+    (True, False)
+    """
+
+    __slots__ = ("active", "running", "started")
+
+    def __init__(self) -> None:
+        self.running: bool | None = None
+        self.started = float("-inf")
+        self.active: set[str] = set()
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.running, self.started, self.active)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.running, self.started, self.active = state
+
+    def run(self, value: Any, epoch: float) -> None:
+        """Take a reading of the device's run state."""
+        running = is_running(value)
+        if running is None:
+            return
+        if running and self.running is False:
+            self.started = epoch
+        self.running = running
+
+    def note(self, alarms: list[Alarm]) -> None:
+        """Keep the set of active alarms current with transitions of the device's alarms."""
+        for alarm in alarms:
+            if alarm.transition == "cleared":
+                self.active.discard(alarm.id)
+            elif alarm.transition in ("raised", "unshelved"):
+                self.active.add(alarm.id)
+
+    def suppressed(self, rule: tuple[bool, float, bool], epoch: float) -> bool:
+        """Whether a rule with this suppression (see ``flows.alarms.Suppress``) holds off now."""
+        while_stopped, after_start, while_other_alarm = rule
+        running = self.running
+        if running is False and while_stopped:
+            return True
+        if running and epoch - self.started < after_start:
+            return True
+        return while_other_alarm and bool(self.active)
+
+
 class SeriesState:
     """Everything kept for one time series. Small, and picklable for recovery."""
 
     __slots__ = (
         "anomaly_alarm",
         "detector",
+        "device",
         "device_alarm",
         "events",
         "kind",
@@ -80,6 +156,7 @@ class SeriesState:
         "recent",
         "recent_pos",
         "rollups",
+        "run_signal",
         "text",
         "threshold_alarms",
     )
@@ -103,6 +180,10 @@ class SeriesState:
         self.last_epoch = float("-inf")
         self.recent: array[float] | None = None
         self.recent_pos = 0
+        # The device's shared context (set by the bucket), and whether this
+        # series is the device's run state (AlarmManagementConfig.running_metric).
+        self.device: DeviceContext | None = None
+        self.run_signal = False
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -110,6 +191,7 @@ class SeriesState:
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A snapshot of an earlier version lacks the newer fields: defaults first.
         self.text, self.last_epoch, self.recent, self.recent_pos = False, float("-inf"), None, 0
+        self.device, self.run_signal = None, False
         for name, value in state.items():
             setattr(self, name, value)
 
@@ -171,6 +253,9 @@ class SeriesProcessor:
     def process(self, state: SeriesState, reading: Reading, out: OutputChunks) -> None:
         """Run one reading through its series' state, appending outputs to ``out``."""
         kind = state.kind
+        ctx = state.device
+        if state.run_signal and ctx is not None:
+            ctx.run(reading.value, reading.ts.timestamp())
         if kind == "telemetry":
             value = reading.value
             # (is_number(), inlined: this runs for every reading)
@@ -196,10 +281,23 @@ class SeriesProcessor:
                 # Bad-quality values are stored, but they must not move
                 # alarms, rollups or the detector's idea of normal.
                 return
+            # Device context matters only once the device has a run state or an
+            # active alarm (see DeviceContext); checked here so most readings skip it.
+            context = ctx is not None and (ctx.running is not None or bool(ctx.active))
             for tracker in state.threshold_alarms:
+                if (
+                    context
+                    and tracker.suppress is not None
+                    and not tracker.active
+                    and ctx is not None
+                    and ctx.suppressed(tracker.suppress, epoch)
+                ):
+                    continue  # held off: no raise now (see SuppressionConfig)
                 alarms = tracker.update(reading)
                 if alarms:
                     out.alarm.extend(alarms)
+                    if ctx is not None:
+                        ctx.note(alarms)
             if state.rollups is not None:
                 produced: list[Any] = []
                 state.rollups.add(epoch, value, produced, reading)
@@ -209,6 +307,23 @@ class SeriesProcessor:
                     else:  # a value later than the allowed lateness
                         out.dead_letter.append(record)
             if state.detector is not None:
+                tracker = state.anomaly_alarm
+                if (
+                    context
+                    and tracker.suppress is not None
+                    and ctx is not None
+                    and ctx.suppressed(tracker.suppress, epoch)
+                ):
+                    # Suppressed: scored but not learned (a stop or a start-up is
+                    # not the normal the detector should learn: river's score_one
+                    # without learn_one), and no alarm; one still active counts
+                    # the value as normal, so it can clear.
+                    reading.score = state.detector.score_one({"value": value})
+                    if tracker.active:
+                        alarms = tracker.update(reading_ts, value, 0.0)
+                        if alarms:
+                            out.alarm.extend(alarms)
+                    return
                 score = state.detector.score_learn_one(reading_ts, value)
                 # The score travels on the reading itself: one telemetry record
                 # and one row per value, not two (see AnomalyConfig.emit_scores).
@@ -242,7 +357,11 @@ class SeriesProcessor:
                 out.event.append(event)
         elif kind == "alarm":
             assert state.device_alarm is not None
-            out.alarm.extend(state.device_alarm.update(reading))
+            alarms = state.device_alarm.update(reading)
+            if alarms:
+                out.alarm.extend(alarms)
+                if ctx is not None:
+                    ctx.note(alarms)
         else:
             out.log.append(self.to_log(reading))
 
@@ -253,13 +372,18 @@ class SeriesProcessor:
         last_seen: dict[str, float],
         now: float,
         out: OutputChunks,
+        devices: dict[str, DeviceContext] | None = None,
     ) -> bool:
         """Run chunks of readings (and operators' alarm actions) through their series.
 
         ``series`` maps each series key to ``[SeriesState, last reading]`` and
         gains an entry for every new series; ``last_seen`` gets ``now`` for
-        every series that sent a reading. True if one of those has rollups.
+        every series that sent a reading; ``devices`` maps ``tenant/device``
+        to the :class:`DeviceContext` its series share (a new series joins
+        its device's). True if one of those has rollups.
         """
+        if devices is None:
+            devices = {}
         with_rollups = False
         for chunk in chunks:
             for reading in chunk:
@@ -273,6 +397,11 @@ class SeriesProcessor:
                     continue
                 if entry is None:
                     entry = series[key] = [self.new_state(reading), reading]
+                    device_key = f"{reading.tenant}/{reading.device}"
+                    context = devices.get(device_key)
+                    if context is None:
+                        context = devices[device_key] = DeviceContext()
+                    entry[0].device = context
                 state = entry[0]
                 self.process(state, reading, out)
                 entry[1] = reading
@@ -285,6 +414,8 @@ class SeriesProcessor:
         """Apply an operator's alarm action to the tracker of its rule, if this series has one."""
         trackers: list[Any] = list(state.threshold_alarms)
         trackers += [t for t in (state.anomaly_alarm, state.device_alarm) if t is not None]
+        if action.transition == "cleared" and state.device is not None:
+            state.device.active.discard(action.id)
         for tracker in trackers:
             if tracker.rule == action.rule:
                 restated = tracker.follow(action)
@@ -382,7 +513,7 @@ def second_value(reading: Reading) -> DeadLetter:
 
 
 def bucket_of(series: str, buckets: int) -> str:
-    """The Bytewax key of the bucket holding a series (stable across runs and processes)."""
+    """The Bytewax key of the bucket of a device's series (``tenant/device``; stable)."""
     return str(zlib.crc32(series.encode()) % buckets)
 
 
@@ -406,7 +537,15 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
     ``idle_timeout`` after a series' last reading.
     """
 
-    __slots__ = ("_deadline", "_refresh_at", "idle_timeout", "last_seen", "processor", "series")
+    __slots__ = (
+        "_deadline",
+        "_refresh_at",
+        "devices",
+        "idle_timeout",
+        "last_seen",
+        "processor",
+        "series",
+    )
 
     def __init__(self, processor: SeriesProcessor, resume: Any | None) -> None:
         self.processor = processor
@@ -418,11 +557,18 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
         self.last_seen: dict[str, float] = {}
         self._deadline: datetime | None = None
         self._refresh_at = 0.0
+        # tenant/device -> the DeviceContext its series share (not snapshotted
+        # apart: each SeriesState refers to it, and one pickle keeps it shared).
+        self.devices: dict[str, DeviceContext] = {}
         if resume is not None:
             now = time.time()
             for key, (state, ident) in resume.items():
                 self.series[key] = [state, ident]
                 self.last_seen[key] = now
+                device_key = f"{ident.tenant}/{ident.device}"
+                if state.device is None:  # a snapshot of an earlier version
+                    state.device = self.devices.get(device_key) or DeviceContext()
+                self.devices[device_key] = state.device
             self._schedule(now)
 
     def _schedule(self, now: float) -> None:
@@ -442,7 +588,9 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
         # rollups spoke. Asked only then, so a bucket without rollups (events
         # only) is not rescanned on every batch.
         quiet = self._deadline is None
-        woken = self.processor.process_batch(values, self.series, self.last_seen, now, out)
+        woken = self.processor.process_batch(
+            values, self.series, self.last_seen, now, out, self.devices
+        )
         if (quiet and woken) or now >= self._refresh_at:
             self._schedule(now)
         return out.items(), StatefulBatchLogic.RETAIN

@@ -98,7 +98,7 @@ class World:
 def _alarm(tenant: str, device: str, rule: str, kind: str, minute: int) -> list[Alarm]:
     life = AlarmLifecycle(tenant, device, "temperature", rule, kind)  # type: ignore[arg-type]
     raised_at = T0 + timedelta(minutes=minute)
-    return [life.raise_(raised_at, "warning", 82.0, 80.0, f"{rule} on {device}")]
+    return life.raise_(raised_at, "warning", 82.0, 80.0, f"{rule} on {device}")
 
 
 def _fixture_records(tenant: str, offset: float) -> dict[type, list[object]]:

@@ -20,6 +20,7 @@ RELEASED = {
     "007_dead_letter_payload_size": (
         "196337e14462b5fea7871637f34580e438df32e39fdd920060914acc1199adce"
     ),
+    "008_alarm_management": "d554a9889f4adf24e0d37ced3354b0d98629b72132462e7d85a998517f26903d",
 }
 
 
