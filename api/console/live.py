@@ -152,7 +152,12 @@ class LiveHub:
         try:
             while not self._stop.is_set():
                 alarms: list[tuple[str, str, Any]] = []
-                for msg in consumer.consume(500, 0.2):
+                # Wait for one message, then take what is already buffered:
+                # consume(n, timeout) alone would hold a lone alarm back until
+                # n arrive or the timeout ends.
+                first = consumer.poll(0.2)
+                batch = [first, *consumer.consume(499, 0)] if first is not None else []
+                for msg in batch:
                     err = msg.error()
                     if err is not None:
                         if err.code() != KafkaError._PARTITION_EOF:
