@@ -49,11 +49,13 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Mapping, MutableMapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -111,6 +113,10 @@ def enable_bytewax_metrics(port: int, env: MutableMapping[str, str]) -> int | No
             return None
     env["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"
     env["BYTEWAX_DATAFLOW_API_PORT"] = str(port)
+    # The server writes the dataflow's graph to a file, by default
+    # dataflow.json in the working directory: keep it out of there.
+    graph = Path(tempfile.gettempdir()) / f"streamforge-bytewax-{port}.json"
+    env.setdefault("BYTEWAX_DATAFLOW_API_CACHE_PATH", str(graph))
     return port
 
 
