@@ -113,10 +113,11 @@ def enable_bytewax_metrics(port: int, env: MutableMapping[str, str]) -> int | No
             return None
     env["BYTEWAX_DATAFLOW_API_ENABLED"] = "true"
     env["BYTEWAX_DATAFLOW_API_PORT"] = str(port)
-    # The server writes the dataflow's graph to a file, by default
-    # dataflow.json in the working directory: keep it out of there.
-    graph = Path(tempfile.gettempdir()) / f"streamforge-bytewax-{port}.json"
-    env.setdefault("BYTEWAX_DATAFLOW_API_CACHE_PATH", str(graph))
+    # The server writes the dataflow's graph to dataflow.json in this folder
+    # (by default the working directory): keep it out of there. It must exist.
+    graph_dir = Path(tempfile.gettempdir()) / f"streamforge-bytewax-{port}"
+    graph_dir.mkdir(exist_ok=True)
+    env.setdefault("BYTEWAX_DATAFLOW_API_CACHE_PATH", str(graph_dir))
     return port
 
 
