@@ -8,14 +8,15 @@ import cython
 cdef double _LN10, _LN2, SPIKE_AT, SHIFT_AT, DRIFT_AT, MID_AT, VOL_AT, UNITS_CAP, STUCK_AT
 cdef double CAP, FAST, MID, VOL, SLOW, ANCHOR, SCALE, WANDER, REPEAT, Q_UP, Q99_DOWN
 cdef double Q50_UP, Q50_DOWN, LEARN, REF_KEEP, REF_MARGIN, COARSE, RESOLUTION, RANGE_FORGET
+cdef double NEW_R, NEW_AT
 cdef long HALVE_EVERY, _TABLE
 
 cdef class SurpriseKernel:
     cdef public double _anchor, _dev1, _dev2, _fast, _level, _maxrun, _mid, _devm, _vol
     cdef public double _devv, _noise, _origin, _out, _prep, _prev, _ref, _s50, _s99, _hi
-    cdef public double _lo, _steps, _width, _z50, _z99, sensitivity
-    cdef public long _bucket, _hot, _n, _run, warmup
-    cdef public bytearray _table
+    cdef public double _lo, _move, _steps, _width, _z50, _z99, sensitivity
+    cdef public long _bucket, _fixed, _hot, _n, _novel, _run, warmup
+    cdef public bytearray _recent, _table
 
     cpdef double score_learn_one(self, object ts, double value)
 
@@ -24,8 +25,8 @@ cdef class SurpriseKernel:
                    sign=double, d1=double, mid=double, dm=double, d2=double, z99=double,
                    z50=double, s99=double, s50=double, spike=double, s=double, shift=double,
                    drift=double, width=double, table=bytearray, bucket=long, jcell=long,
-                   lcell=long, gj=double, u=double, c=long, g=double, row=long, step=double,
+                   lcell=long, recent=bytearray, gj=double, u=double, c=long, g=double, row=long, step=double,
                    q=long, units=double, vol=double, run=long, stuck_at=double, ref=double,
                    reported=double, score=double, inv=double, a=double, dev=double, k=double,
-                   target=double, i=long)
+                   target=double, i=long, novel=long, m=long)
     cpdef double _step(self, double value, bint learn)

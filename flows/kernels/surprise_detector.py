@@ -85,6 +85,8 @@ LEARN = 0.84  # values under this many units (score < 0.5) teach the scales
 REF_KEEP = 0.995  # habituation: the reference's decay per value
 REF_MARGIN = 1.5  # a deviation reports only what exceeds 1.5 x the reference
 COARSE = 6.0  # a coarse bucket (the context of a jump) is 6 fine ones
+NEW_R = 2.0  # a new level is this many noises away from any known one
+NEW_AT = 3.0  # and alarms after this many values in a row
 RESOLUTION = 50.0  # fine buckets across the range of the values
 RANGE_FORGET = 1e-4  # per value, of the range not revisited
 HALVE_EVERY = 8192  # the count table is halved every this many values
@@ -128,18 +130,22 @@ class SurpriseKernel:
         "_devm",
         "_devv",
         "_fast",
+        "_fixed",
         "_hi",
         "_hot",
         "_level",
         "_lo",
         "_maxrun",
         "_mid",
+        "_move",
         "_n",
         "_noise",
+        "_novel",
         "_origin",
         "_out",
         "_prep",
         "_prev",
+        "_recent",
         "_ref",
         "_run",
         "_s50",
@@ -185,7 +191,11 @@ class SurpriseKernel:
         self._width = 0.0  # fine bucket width of the count table (0: not fixed yet)
         self._origin = 0.0
         self._bucket = 0  # fine bucket of the short-term level at the previous value
+        self._fixed = 0  # when the bucket width was fixed (the table started)
+        self._novel = 0  # values in a row at a new level
         self._table = bytearray(_TABLE)
+        self._recent = bytearray(b"\xff" * 8)  # level cells of the last 8 values (255: none)
+        self._move = 0.0  # EW mean of the buckets the level moves in 8 values
 
     def score_learn_one(self, ts: datetime | float | None, value: float) -> float:
         """Score ``value`` in [0, 1], then learn from it (``ts`` is not used)."""
@@ -245,27 +255,42 @@ class SurpriseKernel:
         shift = max(shift, dm / ((self._devm + floor_) * MID_AT))
         if spike > CAP:
             spike = CAP
-        shift = max(shift, drift)
         if shift > CAP:
             shift = CAP
+        if drift > CAP:
+            drift = CAP
         # Seen it before? (once the bucket width is fixed)
         width = self._width
         table = self._table
         bucket = self._bucket
         jcell = lcell = -1
+        novel = 0  # values in a row at a new level
         gj = 1.0  # how unfamiliar this value's jump is (1: never seen)
         if width > 0.0:
             u = (fast - self._origin) / width + 0.5
             u = -1e15 if u < -1e15 else 1e15 if u > 1e15 else u
             bucket = int(floor(u))  # noqa: RUF046 (Cython: a C long)
-            # (neighbouring cells count half: a pattern seen slightly smaller or larger)
-            c = 2 * table[bucket % 127] + table[(bucket - 1) % 127] + table[(bucket + 1) % 127]
-            g = 1.0 / (1.0 + 0.125 * c)
+            # The level's neighbourhood: within twice the noise and twice what the
+            # level usually moves in 8 values (the memory's delay: a steady trend
+            # is no news).
+            u = NEW_R * noise / width + 2.0 * self._move + 1.0
+            m = 16 if u > 16.0 else int(u)
+            c = 0
+            for i in range(bucket - m, bucket + m + 1):
+                c += table[i % 127]
+            # A new level: the short-term level where it never was, for a few
+            # values in a row.
+            if n - self._fixed > self.warmup:
+                novel = self._novel + 1 if c == 0 else 0
+            # Familiar levels discount shifts (the bucket and its neighbours
+            # count most, the neighbourhood a quarter) and drifts (the bucket).
+            m = 2 * table[bucket % 127] + table[(bucket - 1) % 127] + table[(bucket + 1) % 127]
+            g = 1.0 / (1.0 + 0.125 * m)
+            drift *= g * g  # (a drift is judged by the bucket it reached)
+            g = 1.0 / (1.0 + 0.125 * (m + c // 4))
             shift *= g * g
             if g < 0.5 and s > s99:
                 s = s99  # (a familiar pattern does not raise the alarm level)
-            if bucket != self._bucket:  # entering a level bucket: one more visit
-                lcell = bucket % 127
             # A jump: the previous value's coarse bucket (8 across the range,
             # clamped) and the step's size on a half-octave scale (32 classes).
             u = (prev - self._origin) / (COARSE * width) + 0.5
@@ -286,7 +311,7 @@ class SurpriseKernel:
             spike *= gj
             if g < 0.5 and z > z99:
                 z = z99
-        units = max(spike, shift)
+        units = max(spike, shift, drift, novel / NEW_AT)
         # Volatility: the short-term residuals grown well beyond the noise.
         vol = self._vol + VOL * (min(ar, 3.0 * noise + floor_) / (noise + floor_) - self._vol)
         if vol > 1.0:  # (familiar moves, such as a usual ramp, are no news)
@@ -370,13 +395,23 @@ class SurpriseKernel:
         if units > ref and units >= 1.0 and (reported >= 1.0 or REF_MARGIN * ref >= 1.0):
             ref = units  # news, or a condition that persists since it was news
         self._hot = self._hot + 1 if reported >= 1.0 else 0
+        self._novel = novel
         self._ref = ref
         # The count table: remember this value's jump and level visit.
         if jcell >= 0:
             if table[jcell] < 255:
                 table[jcell] += 1
-            if lcell >= 0 and table[lcell] < 255:
-                table[lcell] += 1
+            # The level is remembered 8 values late: a new level reached in a few
+            # steps is judged against where the series was before, not on its way.
+            recent = self._recent
+            i = n % 8
+            lcell = recent[i]
+            recent[i] = bucket % 127
+            if lcell != 255:
+                if table[lcell] < 255:
+                    table[lcell] += 1
+                m = (bucket % 127 - lcell + 63) % 127 - 63  # buckets moved in 8 values
+                self._move += SCALE * ((-m if m < 0 else m) - self._move)
             self._bucket = bucket
             if n % HALVE_EVERY == 0:
                 for i in range(_TABLE):
@@ -395,9 +430,12 @@ class SurpriseKernel:
             # Fix the bucket width (again, and forget, if the range changed 4-fold).
             self._width = target
             self._origin = level
+            self._fixed = n
             self._bucket = int(floor((fast - level) / target + 0.5))  # noqa: RUF046
             for i in range(_TABLE):
                 table[i] = 0
+            for i in range(8):
+                self._recent[i] = 255
         return score
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -405,9 +443,10 @@ class SurpriseKernel:
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(
-            bytes(self._table) if s == "_table" else getattr(self, s) for s in self.__slots__
+            bytes(getattr(self, s)) if s in ("_recent", "_table") else getattr(self, s)
+            for s in self.__slots__
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         for slot, value in zip(self.__slots__, state, strict=True):
-            setattr(self, slot, bytearray(value) if slot == "_table" else value)
+            setattr(self, slot, bytearray(value) if slot in ("_recent", "_table") else value)

@@ -417,6 +417,54 @@ def nablike_series(kind: str, seed: int, n: int = 4000) -> tuple[list[float], li
 
 
 NABLIKE = ("clean_sine", "clean_square", "machine_temp", "cpu", "counts")
+DAILY = ("jumpsup", "jumpsdown", "flatmiddle", "nojump", "spike_density", "normal")
+
+
+def daily_series(kind: str, seed: int) -> tuple[list[float], list[int]]:
+    """A day-shaped series like NAB's artificial ones (288 values a day, 14 days).
+
+    Low at night, high by day with short ramps and small noise; on day 9 or
+    10 one anomaly of ``kind``: the day's high level higher (``jumpsup``) or
+    lower (``jumpsdown``), the signal flat for a day (``flatmiddle``), the
+    day's rise missing (``nojump``), spikes ever more frequent
+    (``spike_density``); ``normal`` has none.
+    """
+    rng = random.Random(f"daily/{kind}/{seed}")
+    period, days = 288, 14
+    low, high = rng.uniform(10, 30), rng.uniform(60, 90)
+    noise = rng.uniform(0.5, 3.0)
+    rise, fall = rng.randrange(60, 100), rng.randrange(180, 240)
+    day = rng.choice([9, 10])
+    start = day * period + rise
+    v: list[float] = []
+    for i in range(period * days):
+        phase, d = i % period, i // period
+        top = high
+        if d == day and kind == "jumpsup":
+            top = high + 0.6 * (high - low)
+        elif d == day and kind == "jumpsdown":
+            top = low + 0.6 * (high - low)
+        elif d == day and kind == "nojump":
+            top = low
+        if phase < rise:
+            x = low
+        elif phase < rise + 6:
+            x = low + (top - low) * (phase - rise) / 6
+        elif phase < fall:
+            x = top
+        elif phase < fall + 6:
+            x = top - (top - low) * (phase - fall) / 6
+        else:
+            x = low
+        v.append(x + rng.gauss(0, noise))
+    if kind == "flatmiddle":
+        for i in range(start, start + period):
+            v[i] = v[start - 1]
+    elif kind == "spike_density":
+        for i in range(start, len(v)):
+            if rng.random() < 0.002 + 0.03 * (i - start) / (len(v) - start):
+                v[i] += rng.uniform(0.5, 1.0) * (high - low)
+    return v, ([] if kind == "normal" else [start])
 
 
 def bench_synthetic(name: str, seeds: int) -> dict[str, Any]:
@@ -439,6 +487,21 @@ def bench_synthetic(name: str, seeds: int) -> dict[str, Any]:
                 skip = int(0.15 * len(values))
                 clean_high.append(sum(s >= THRESHOLD for s in scores[skip:]) / (len(values) - skip))
         out[kind] = nab_normalised(tl.nab_raw, tl.nab_windows)
+    for kind in DAILY:
+        tl = Tally()
+        for seed in range(max(1, seeds // 3)):
+            values, starts = daily_series(kind, seed)
+            scores, seconds = run_scores(name, values)
+            flags = [s >= THRESHOLD for s in scores]
+            windows = nab_windows(len(values), starts)
+            for t in (tl, total):
+                t.nab_raw += nab_file_score(flags, windows)
+                t.nab_windows += len(windows)
+                t.values += len(values)
+                t.seconds += seconds
+        out["daily_" + kind] = (
+            nab_normalised(tl.nab_raw, tl.nab_windows) if tl.nab_windows else round(tl.nab_raw, 2)
+        )
     out["all"] = nab_normalised(total.nab_raw, total.nab_windows)
     out["clean_periodic_flagged_pct"] = round(100 * statistics.mean(clean_high), 2)
     grid = Tally()

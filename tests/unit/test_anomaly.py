@@ -126,8 +126,8 @@ def test_recurring_on_off_cycle_stops_scoring_high_after_a_few_cycles():
     for on, off in ((30, 70), (50, 50), (120, 200)):
         period = on + off
         s = scores(square_wave(12 * period, on, off))
-        assert max(s[period:]) < ALARM  # news once (the first cycle), never again
-        assert max(s[5 * period :]) < 0.5, (on, off)  # and normal after a few cycles
+        assert max(s[3 * period :]) < ALARM  # news in the first cycles only
+        assert max(s[5 * period :]) < 0.5, (on, off)  # and normal after a few
     # the same with noise while on, and a one-value ramp at each start
     rng = random.Random(24)
     values: list[float] = []
