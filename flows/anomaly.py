@@ -92,7 +92,7 @@ def _value(x: dict[Any, Any]) -> float:
 class SurpriseDetector(SurpriseKernel, AnomalyDetector):
     """StreamForge's default detector: the kernel plus river's verbs.
 
-    ``SurpriseDetector(sensitivity=1.0, warmup=60)``; see
+    ``SurpriseDetector(sensitivity=1.0, warmup=300)``; see
     :mod:`flows.kernels.surprise_detector` for the method.
 
     >>> det = SurpriseDetector()

@@ -18,9 +18,9 @@ The method, per value:
    series, extrapolated from a running 99th percentile and median of the
    ratio): *spike* (the value vs the short-term level), *shift* (short- and
    mid-term level vs the slow level), *drift* (the slow level vs its very slow
-   anchor), *volatility* (recent residuals vs the noise) and *stuck* (a run of
-   identical values that the series' repeat rate makes unlikely, e^-12, and
-   over twice the longest normal run it has had).
+   anchor), *volatility* (recent residuals vs the noise, alarm level 4) and
+   *stuck* (a run of identical values that the series' repeat rate makes
+   unlikely, e^-12, and over twice the longest normal run it has had).
 2. **Seen it before**: a count table of 384 bytes remembers the *jumps* (the
    previous value's coarse level, and the step's size and sign on a
    half-octave scale) and the *levels* (visits of the short-term level to a
@@ -30,7 +30,11 @@ The method, per value:
    4)^2``): a recurring pattern, such as the flat stretch or the level change
    of an on/off cycle, a machine start or a usual ramp, stops being anomalous
    after it was seen a few times, and a new level that persists becomes
-   familiar within tens of values. The table is halved every 8,192 values.
+   familiar within tens of values. The levels are remembered 8 values late,
+   which makes one more test possible, *new level*: the short-term level,
+   3 values in a row, where it never was (beyond twice the noise, and twice
+   what it usually moves in 8 values, from any remembered level). The table
+   is halved every 8,192 values.
    This is the "seen before" idea of CAD OSE and of HTM's learned sequences,
    reduced to the two questions that matter for a single sensor.
 3. **Habituation** (as the anomaly likelihood of Ahmad et al. 2017 does by
@@ -41,8 +45,9 @@ The method, per value:
    alarm's ``hold``), then stays under the alarm threshold while the
    condition persists; a condition that grows 1.5-fold is news again. What
    is not reported teaches the scales (what persists, winsorised harder), so
-   a lasting change becomes the new normal; the first ``warmup`` values are
-   scored with confidence growing from 0.
+   a lasting change becomes the new normal; the first ``warmup`` values (300,
+   five minutes at 1 Hz) are scored with confidence growing from 0, and the
+   new-level test starts after as many more.
 
 The units are capped at 1.5 and the score is ``1 - 10 ** -(units ** 4)``
 (:func:`alarm_units_to_score`): 0.9 at one unit, 0.99 at 1.19.
@@ -65,7 +70,7 @@ SPIKE_AT = 6.0  # alarm levels, in units of each deviation's mean absolute size 
 SHIFT_AT = 6.0
 DRIFT_AT = 6.0
 MID_AT = 6.0
-VOL_AT = 6.0
+VOL_AT = 4.0
 UNITS_CAP = 1.5  # reported at most (a score of 0.99999): escalations stay few
 STUCK_AT = 12.0  # nats: a run of repeats with about e^-12 chance of being noise
 CAP = 4.0  # deviations count at most this many alarm units (before familiarity)
@@ -113,7 +118,7 @@ class SurpriseKernel:
 
     Parameters: ``sensitivity`` (multiplies every deviation, default 1.0;
     1.5 alarms on deviations 1.5x smaller) and ``warmup`` (values scored with
-    reduced confidence at the start, default 150; the count table's bucket
+    reduced confidence at the start, default 300; the count table's bucket
     width is fixed at half of it, and again, forgetting, when the range of
     the values changes 4-fold). ``ts`` is not used: the detector works per
     value, so irregular sampling is treated as regular.
@@ -160,7 +165,7 @@ class SurpriseKernel:
         "warmup",
     )
 
-    def __init__(self, sensitivity: float = 1.0, warmup: int = 150) -> None:
+    def __init__(self, sensitivity: float = 1.0, warmup: int = 300) -> None:
         if sensitivity <= 0 or warmup < 0:
             raise ValueError("sensitivity > 0 and warmup >= 0 are required")
         self.sensitivity = float(sensitivity)
