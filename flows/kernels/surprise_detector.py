@@ -295,7 +295,7 @@ class SurpriseKernel:
             g = 1.0 / (1.0 + 0.125 * (m + c // 4))
             shift *= g * g
             if g < 0.5 and s > s99:
-                s = s99  # (a familiar pattern does not raise the alarm level)
+                s = -1.0  # (a familiar pattern does not move the alarm level)
             # A jump: the previous value's coarse bucket (8 across the range,
             # clamped) and the step's size on a half-octave scale (32 classes).
             u = (prev - self._origin) / (COARSE * width) + 0.5
@@ -315,7 +315,7 @@ class SurpriseKernel:
             gj = g * g
             spike *= gj
             if g < 0.5 and z > z99:
-                z = z99
+                z = -1.0
         units = max(spike, shift, drift, novel / NEW_AT)
         # Volatility: the short-term residuals grown well beyond the noise.
         vol = self._vol + VOL * (min(ar, 3.0 * noise + floor_) / (noise + floor_) - self._vol)
@@ -383,11 +383,13 @@ class SurpriseKernel:
                 self._prep -= REPEAT * self._prep
             elif run < 0.5 * stuck_at:  # (repeats of a long run do not count as usual)
                 self._prep += REPEAT * (1.0 - self._prep)
-            self._z99 = z99 * Q_UP if z > z99 else z99 * Q99_DOWN
             # (medians stay above 0.05: they divide, and a constant series shrinks them)
-            self._z50 = z50 * Q50_UP if z > z50 else z50 * Q50_DOWN if z50 > 0.05 else z50
-            self._s99 = s99 * Q_UP if s > s99 else s99 * Q99_DOWN
-            self._s50 = s50 * Q50_UP if s > s50 else s50 * Q50_DOWN if s50 > 0.05 else s50
+            if z >= 0.0:
+                self._z99 = z99 * Q_UP if z > z99 else z99 * Q99_DOWN
+                self._z50 = z50 * Q50_UP if z > z50 else z50 * Q50_DOWN if z50 > 0.05 else z50
+            if s >= 0.0:
+                self._s99 = s99 * Q_UP if s > s99 else s99 * Q99_DOWN
+                self._s50 = s50 * Q50_UP if s > s50 else s50 * Q50_DOWN if s50 > 0.05 else s50
         if run == 0 and self._run > self._maxrun:
             # A run ended: a normal one's length is familiar now; a stuck one's
             # a quarter of it more each time (normal once seen about 3 times).
