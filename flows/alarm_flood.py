@@ -2,15 +2,17 @@
 
 Every alarm transition the series step makes passes through one
 :class:`FloodTracker` per tenant and area (``AlarmManagementConfig.areas``).
-More than ``flood.raises`` raises within ``flood.window`` (event time) is a
-flood: the tracker raises one alarm of kind and rule ``flood`` (device: the
-area; metric: ``alarms``; priority ``high``), and while it lasts holds back
-every raise below ``flood.hold_below`` priority, with the later transitions
-of the same alarm. The flood ends once the raises within the window are
-``flood.end_at`` or fewer: the held alarms still active are released (their
-records, in order, so stores and consumers see their whole history), those
-that came and went are only counted, and the flood alarm clears with the
-summary.
+More than ``flood.raises`` raises in one aligned ``flood.window`` (event
+time; 10-minute buckets by default, as EEMUA counts) is a flood: the
+tracker raises one alarm of kind and rule ``flood`` (device: the area;
+metric: ``alarms``; priority ``high``; raised at the bucket's start), and
+while it lasts holds back every raise below ``flood.hold_below`` priority,
+with the later transitions of the same alarm. It ends at the end of the
+first later bucket with ``flood.end_at`` raises or fewer: the held alarms
+still active are released then (their records, in order), and the flood
+alarm clears with the summary. A held alarm that clears during the flood is
+passed on at its clear (raise and clear together), so the journal is
+complete and the same whatever order alarms arrive in.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from schemas.config import FloodConfig
@@ -22,7 +24,9 @@ summary.
 ...     return life.raise_(t0 + timedelta(seconds=second), "warning", 90.0, 80.0, "hot")
 >>> [a.kind for i in range(5) for a in flood.update(raise_(i, i))]
 ['threshold', 'threshold', 'threshold', 'flood']
->>> [(a.kind, a.transition) for a in flood.tick((t0 + timedelta(seconds=70)).timestamp())]
+>>> flood.tick((t0 + timedelta(seconds=100)).timestamp())  # the next bucket is not over
+[]
+>>> [(a.kind, a.transition) for a in flood.tick((t0 + timedelta(seconds=120)).timestamp())]
 [('threshold', 'raised'), ('threshold', 'raised'), ('flood', 'cleared')]
 
 The flood alarm's transitions are this step's own: operators cannot
@@ -32,7 +36,6 @@ acknowledge or shelve it (the API refuses); it ends by itself.
 from __future__ import annotations
 
 import time
-from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,7 +57,7 @@ log = get_logger("flows.alarm_flood")
 HELD = counter(
     "streamforge_alarms_held_total",
     "Alarm raises held back during a flood, by outcome (released: still active at its end; "
-    "summarised: came and went during it)",
+    "came_and_went: passed on with their clear during it)",
 )
 FLOODS = counter("streamforge_alarm_floods_total", "Alarm floods, by tenant and area")
 
@@ -63,15 +66,26 @@ _TICK_S = 5.0
 
 
 class FloodTracker:
-    """The raises of one tenant's area, its flood alarm, and what the flood holds back."""
+    """The raises of one tenant's area, its flood alarm, and what the flood holds back.
 
-    __slots__ = ("_area", "_config", "_life", "came_and_went", "held", "last_epoch", "raises")
+    Raises are counted in aligned buckets of ``window`` (event time), so a
+    flood's identity does not depend on the order alarms arrive in from
+    different workers: the flood of a bucket has one id (its raise instant is
+    the bucket's start), and it ends at the end of the first later bucket
+    with ``end_at`` raises or fewer. Holding only delays: every held record is
+    passed on, at the flood's end or with the alarm's clear, so stores get
+    the same records whatever the order (a replay after a crash included).
+    """
+
+    __slots__ = ("_area", "_config", "_life", "came_and_went", "counts", "held", "last_epoch",
+                 "started")  # fmt: skip
 
     def __init__(self, tenant: str, area: str, config: FloodConfig) -> None:
         self._area = area
         self._config = config
         self._life = AlarmLifecycle(tenant, area, "alarms", "flood", "flood", "high")
-        self.raises: deque[float] = deque()  # epochs of the raises within the window
+        self.counts: dict[int, int] = {}  # bucket (epoch // window) -> raises in it
+        self.started = -1  # the bucket of the current flood
         self.held: dict[str, list[Alarm]] = {}  # alarm id -> its held records, in order
         self.came_and_went = 0
         self.last_epoch = float("-inf")  # the latest event time seen
@@ -85,19 +99,23 @@ class FloodTracker:
         """The transitions to pass on, given these of the area (in order)."""
         out: list[Alarm] = []
         hold_below = PRIORITY_RANK[self._config.hold_below]
+        window = self._config.window
         held = self.held
         for alarm in alarms:
             epoch = alarm.ts.timestamp()
             if epoch > self.last_epoch:
                 self.last_epoch = epoch
-            if alarm.transition == "raised":
-                self.raises.append(epoch)
-            out.extend(self._check(epoch))
+            if alarm.transition == "raised" and alarm.kind != "flood":
+                bucket = int(epoch // window)
+                self.counts[bucket] = self.counts.get(bucket, 0) + 1
+                out.extend(self._start(bucket))
+            out.extend(self._end(self.last_epoch))
             if alarm.id in held:
-                if alarm.transition == "cleared":
-                    del held[alarm.id]
+                if alarm.transition == "cleared":  # came and went: written, never annunciated live
+                    out.extend(held.pop(alarm.id))
+                    out.append(alarm)
                     self.came_and_went += 1
-                    HELD.inc(outcome="summarised")
+                    HELD.inc(outcome="came_and_went")
                 else:
                     held[alarm.id].append(alarm)
                 continue
@@ -112,39 +130,59 @@ class FloodTracker:
         return out
 
     def tick(self, epoch: float) -> list[Alarm]:
-        """The end of a flood once the window has moved on to ``epoch`` (event time)."""
-        return self._check(epoch)
+        """The end of a flood once event time has moved on to ``epoch``."""
+        return self._end(epoch)
 
-    def _check(self, epoch: float) -> list[Alarm]:
-        config = self._config
-        raises = self.raises
-        while raises and epoch - raises[0] >= config.window:
-            raises.popleft()
-        count = len(raises)
-        life = self._life
-        ts = datetime.fromtimestamp(epoch, UTC)
+    def release(self) -> list[Alarm]:
+        """Every held record, in order (the end of a finite input: the journal stays whole)."""
+        released = [record for records in self.held.values() for record in records]
+        HELD.inc(len(self.held), outcome="released")
+        self.held = {}
+        return released
+
+    def _start(self, bucket: int) -> list[Alarm]:
+        config, life = self._config, self._life
+        if life.active or self.counts[bucket] <= config.raises:
+            return []
+        for old in [b for b in self.counts if b < bucket - 1]:
+            del self.counts[old]
+        self.started = bucket
+        self.came_and_went = 0
+        FLOODS.inc(tenant=life.tenant, area=self._area)
+        begin = datetime.fromtimestamp(bucket * config.window, UTC)
+        message = (
+            f"alarm flood in {self._area}: more than {config.raises} alarms raised in the"
+            f" {config.window:g} s from {begin.isoformat()}"
+        )
+        log.warning(message, extra={"step": "flood", "tenant": life.tenant, "area": self._area})
+        return life.raise_(begin, config.severity, self.counts[bucket], float(config.raises),
+                           message)  # fmt: skip
+
+    def _end(self, epoch: float) -> list[Alarm]:
+        config, life = self._config, self._life
         if not life.active:
-            if count <= config.raises:
-                return []
-            FLOODS.inc(tenant=life.tenant, area=self._area)
-            message = (
-                f"alarm flood in {self._area}: {count} alarms raised within {config.window:g} s"
-            )
-            log.warning(message, extra={"step": "flood", "tenant": life.tenant, "area": self._area})
-            self.came_and_went = 0
-            return life.raise_(ts, config.severity, count, float(config.raises), message)
-        if count > config.end_at:
+            return []
+        current = int(epoch // config.window)
+        quiet = next(
+            (b for b in range(self.started + 1, current) if self.counts.get(b, 0) <= config.end_at),
+            None,
+        )
+        if quiet is None:
             return []
         released = [record for records in self.held.values() for record in records]
         still = len(self.held)
         HELD.inc(still, outcome="released")
         message = (
-            f"cleared: alarm flood in {self._area} over; held back {still + self.came_and_went} "
-            f"raises below {config.hold_below} priority: {still} still active (released now), "
-            f"{self.came_and_went} came and went"
+            f"cleared: alarm flood in {self._area} over; held back"
+            f" {still + self.came_and_went} raises below {config.hold_below} priority:"
+            f" {still} still active (released now), {self.came_and_went} came and went"
         )
         self.held = {}
-        return released + life.clear(ts, count, float(config.end_at), message, hold=False)
+        ts = datetime.fromtimestamp((quiet + 1) * config.window, UTC)
+        for old in [b for b in self.counts if b < quiet]:
+            del self.counts[old]
+        return released + life.clear(ts, self.counts.get(quiet, 0), float(config.end_at),
+                                     message, hold=False)  # fmt: skip
 
 
 class FloodLogic(StatefulBatchLogic[list[Alarm], tuple[str, list[Alarm]], FloodTracker | None]):
@@ -179,6 +217,11 @@ class FloodLogic(StatefulBatchLogic[list[Alarm], tuple[str, list[Alarm]], FloodT
             return [], StatefulBatchLogic.RETAIN
         now = tracker.last_epoch + (time.time() - self._seen_at)
         out = tracker.tick(now)
+        return ([("alarm", out)] if out else []), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[tuple[str, list[Alarm]]], bool]:
+        """A finite input ended: pass on what the flood still holds."""
+        out = self.tracker.release() if self.tracker is not None else []
         return ([("alarm", out)] if out else []), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

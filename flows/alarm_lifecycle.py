@@ -362,6 +362,13 @@ class AlarmLifecycle:
         self._reset()
         return [record]
 
+    def retract(self) -> None:
+        """Forget the alarm just raised, whose record was held back and never passed on."""
+        assert self.id is not None and self.seq == 1, "only a raise not yet passed on"
+        if self.raise_times:
+            self.raise_times.pop()
+        self._reset()
+
     def tick(self, ts: datetime) -> list[Alarm]:
         """The unshelve of the active alarm, once its shelve has expired at ``ts``.
 

@@ -380,6 +380,11 @@ class AnomalyAlarmTracker(AlarmTrackerBase):
     def _cleared_by_operator(self) -> None:
         self._count = 0
 
+    def retract(self) -> None:
+        """Take back the raise just made, before anyone saw it (see ``SeriesProcessor``)."""
+        self._life.retract()
+        self._count = 0
+
 
 _FALSY = frozenset(("", "0", "false", "off", "ok", "clear", "cleared", "no", "normal", "none"))
 _SEVERITIES: dict[str, Severity] = {

@@ -86,8 +86,9 @@ class SuppressionConfig(Strict):
     ``on``/``running`` means running). A device that never sent one is
     neither stopped nor starting. Suppression only holds back *new* raises:
     an alarm already active still escalates, de-escalates and clears. A
-    suppressed anomaly rule also keeps its detector from learning (a stopped
-    machine or a start-up transient is not the normal it should learn).
+    suppressed anomaly rule also keeps its detector from learning while the
+    machine is stopped or another alarm is active (not the normal to learn);
+    a start-up is learned, so that a recurring start becomes normal.
     """
 
     while_stopped: bool = Field(False, description="while the device's run state is off")
@@ -315,7 +316,7 @@ class FloodConfig(Strict):
     raises: int = Field(10, ge=1)
     window: float = Field(600.0, gt=0.0, description="seconds (event time)")
     end_at: int = Field(5, ge=0)
-    hold_below: Priority = "high"
+    hold_below: Priority = "medium"
     severity: Severity = "major"
 
     @field_validator("window", mode="before")

@@ -11,7 +11,7 @@ cdef class SeriesState:
     cdef public double last_epoch
     cdef public object recent
     cdef public int recent_pos
-    cdef public object events, detector, anomaly_alarm, device_alarm, device
+    cdef public object events, detector, anomaly_alarm, device_alarm, device, pending
     cdef public bint run_signal
     cdef public list threshold_alarms
     cdef public RollupState rollups
@@ -32,5 +32,5 @@ cdef class SeriesProcessor:
                              OutputChunks out, dict devices=*)
 
     @cython.locals(kind=str, produced=list, epoch=double, score=double, repeat=int,
-                   context=bint)
+                   context=bint, why=int)
     cpdef process(self, SeriesState state, reading, OutputChunks out)

@@ -67,6 +67,9 @@ OPERATOR_ACTIONS = counter(
 )
 
 
+STOPPED, STARTING, OTHER_ALARM = 1, 2, 3
+"""Why a rule is suppressed (DeviceContext.suppressed)."""
+
 _STOPPED = frozenset(("", "0", "false", "off", "no", "stopped", "stop", "idle", "down"))
 
 
@@ -98,7 +101,7 @@ class DeviceContext:
     >>> ctx = DeviceContext()
     >>> ctx.run(0, 100.0); ctx.run(1, 160.0)
     >>> ctx.suppressed((True, 120.0, False), 200.0), ctx.suppressed((True, 120.0, False), 281.0)
-    (True, False)
+    (2, 0)
     """
 
     __slots__ = ("active", "running", "started")
@@ -131,15 +134,20 @@ class DeviceContext:
             elif alarm.transition in ("raised", "unshelved"):
                 self.active.add(alarm.id)
 
-    def suppressed(self, rule: tuple[bool, float, bool], epoch: float) -> bool:
-        """Whether a rule with this suppression (see ``flows.alarms.Suppress``) holds off now."""
+    def suppressed(self, rule: tuple[bool, float, bool], epoch: float) -> int:
+        """Why a rule with this suppression (``flows.alarms.Suppress``) holds off now.
+
+        0: it does not; STOPPED, STARTING or OTHER_ALARM (true, as ints).
+        """
         while_stopped, after_start, while_other_alarm = rule
         running = self.running
         if running is False and while_stopped:
-            return True
+            return STOPPED
         if running and epoch - self.started < after_start:
-            return True
-        return while_other_alarm and bool(self.active)
+            return STARTING
+        if while_other_alarm and self.active:
+            return OTHER_ALARM
+        return 0
 
 
 class SeriesState:
@@ -153,6 +161,7 @@ class SeriesState:
         "events",
         "kind",
         "last_epoch",
+        "pending",
         "recent",
         "recent_pos",
         "rollups",
@@ -184,6 +193,8 @@ class SeriesState:
         # series is the device's run state (AlarmManagementConfig.running_metric).
         self.device: DeviceContext | None = None
         self.run_signal = False
+        # An anomaly raise held until the series' next value (see process()).
+        self.pending: list[Alarm] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -191,7 +202,7 @@ class SeriesState:
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A snapshot of an earlier version lacks the newer fields: defaults first.
         self.text, self.last_epoch, self.recent, self.recent_pos = False, float("-inf"), None, 0
-        self.device, self.run_signal = None, False
+        self.device, self.run_signal, self.pending = None, False, None
         for name, value in state.items():
             setattr(self, name, value)
 
@@ -308,17 +319,23 @@ class SeriesProcessor:
                         out.dead_letter.append(record)
             if state.detector is not None:
                 tracker = state.anomaly_alarm
-                if (
-                    context
-                    and tracker.suppress is not None
-                    and ctx is not None
-                    and ctx.suppressed(tracker.suppress, epoch)
-                ):
-                    # Suppressed: scored but not learned (a stop or a start-up is
-                    # not the normal the detector should learn: river's score_one
-                    # without learn_one), and no alarm; one still active counts
-                    # the value as normal, so it can clear.
-                    reading.score = state.detector.score_one({"value": value})
+                why = 0
+                if context and tracker.suppress is not None and ctx is not None:
+                    why = ctx.suppressed(tracker.suppress, epoch)
+                if why:
+                    # Suppressed: no alarm; one still active counts the value as
+                    # normal, so it can clear, and a raise held from the previous
+                    # value is taken back (it was the stop or start). A start-up
+                    # is learned (a recurring start becomes normal); a stopped
+                    # machine or a device in another alarm is only scored (river's
+                    # score_one without learn_one): not the normal to learn.
+                    if state.pending is not None:
+                        state.pending = None
+                        tracker.retract()
+                    if why == STARTING:
+                        reading.score = state.detector.score_learn_one(reading_ts, value)
+                    else:
+                        reading.score = state.detector.score_one({"value": value})
                     if tracker.active:
                         alarms = tracker.update(reading_ts, value, 0.0)
                         if alarms:
@@ -342,9 +359,23 @@ class SeriesProcessor:
                         )
                     )
                 assert state.anomaly_alarm is not None
+                if state.pending is not None:
+                    out.alarm.extend(state.pending)
+                    state.pending = None
                 alarms = state.anomaly_alarm.update(reading_ts, value, score)
                 if alarms:
-                    out.alarm.extend(alarms)
+                    if (
+                        context
+                        and ctx is not None
+                        and ctx.running is not None
+                        and alarms[0].transition == "raised"
+                    ):
+                        # A device with a run state: its readings of one instant
+                        # may come before the run state's (a stop, a start), so a
+                        # raise waits for the series' next value, judged then.
+                        state.pending = alarms
+                    else:
+                        out.alarm.extend(alarms)
         elif kind == "event":
             assert state.events is not None
             if state.text:
@@ -425,7 +456,10 @@ class SeriesProcessor:
         OPERATOR_ACTIONS.inc(outcome="unknown")
 
     def flush(self, state: SeriesState, out: OutputChunks, ident: Reading | None) -> None:
-        """Emit the series' open rollup windows (idle timeout or end of input)."""
+        """Emit the series' open rollup windows and a held raise (idle timeout or end of input)."""
+        if state.pending is not None:
+            out.alarm.extend(state.pending)
+            state.pending = None
         if state.rollups is not None and ident is not None:
             produced: list[Any] = []
             state.rollups.flush(produced, ident)

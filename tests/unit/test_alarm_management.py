@@ -281,7 +281,8 @@ def test_a_flood_is_one_alarm_and_holds_lower_priorities_back() -> None:
     urgent = raises(1, "high", start=20)
     out = flood.update(raises(5, start=10) + urgent)
     assert [a.kind for a in out] == ["flood", "threshold"]  # the flood, then the high one
-    assert out[0].message.startswith("alarm flood in plant: 11 alarms")
+    assert out[0].message.startswith("alarm flood in plant: more than 10 alarms raised in the")
+    assert out[0].raised_at == T0  # the start of its 10-minute bucket: the same id in any order
     assert out[1].priority == "high"
     assert len(flood.held) == 5
 
@@ -292,18 +293,34 @@ def test_a_flood_ends_with_a_summary_and_releases_what_is_still_active() -> None
     held = raises(3, start=5)
     out = flood.update(held)
     assert [a.kind for a in out] == ["flood"]
-    # One held alarm clears during the flood: its records never leave.
+    # One held alarm clears during the flood: passed on then, raise and clear together.
     life_clear = dataclasses.replace(held[0], transition="cleared", state="cleared", seq=2,
                                      ts=at(30))  # fmt: skip
-    assert flood.update([life_clear]) == []
+    assert flood.update([life_clear]) == [held[0], life_clear]
+    assert flood.tick(at(119).timestamp()) == []  # the next minute is not over
     end = flood.tick(at(200).timestamp())
     assert [(a.kind, a.transition) for a in end] == [
         ("threshold", "raised"),
         ("threshold", "raised"),
         ("flood", "cleared"),
     ]
+    assert end[:2] == held[1:]
+    assert end[-1].ts == at(120)  # the end of the first quiet minute
     assert "2 still active (released now), 1 came and went" in end[-1].message
     assert not flood.flooding and flood.held == {}
+
+
+def test_a_flood_is_the_same_whatever_order_its_raises_arrive_in() -> None:
+    config = FloodConfig(raises=3, end_at=1, window=60)
+    alarms = raises(6)
+    outs = []
+    for order in (alarms, alarms[::-1], alarms[3:] + alarms[:3]):
+        flood = FloodTracker("default", "plant", config)
+        out = flood.update(order) + flood.tick(at(200).timestamp())
+        outs.append(out)
+    floods = [[a for a in out if a.kind == "flood"] for out in outs]
+    assert floods[0] == floods[1] == floods[2] and len(floods[0]) == 2
+    assert [sorted(a.id for a in out) for out in outs] == [sorted(a.id for a in outs[0])] * 3
 
 
 def test_a_flood_tracker_pickles_mid_flood() -> None:
@@ -311,4 +328,4 @@ def test_a_flood_tracker_pickles_mid_flood() -> None:
     flood.update(raises(5))
     restored = pickle.loads(pickle.dumps(flood))
     assert restored.flooding and len(restored.held) == 2  # the 4th and 5th raises
-    assert [a.kind for a in restored.tick(at(100).timestamp())][-1] == "flood"
+    assert [a.kind for a in restored.tick(at(120).timestamp())][-1] == "flood"
