@@ -329,3 +329,26 @@ def test_a_flood_tracker_pickles_mid_flood() -> None:
     restored = pickle.loads(pickle.dumps(flood))
     assert restored.flooding and len(restored.held) == 2  # the 4th and 5th raises
     assert [a.kind for a in restored.tick(at(120).timestamp())][-1] == "flood"
+
+
+def test_a_stop_reported_after_the_values_of_its_instant_raises_nothing() -> None:
+    send, _series = machine(PipelineConfig(alarms=[]))
+    send(0, "state.running", True)
+    for s in range(1, 400):
+        send(s, "power", 50.0 + (s % 7) * 0.1)
+    # The values of the stop's instant come first (as the simulator sends them).
+    held = send(400, "power", 0.0).alarm
+    assert held == []  # a raise, if any, waits for the series' next value
+    send(400, "state.running", False)
+    alarms = [a for s in range(401, 420) for a in send(s, "power", 0.0).alarm]
+    assert alarms == []
+
+
+def test_a_spike_on_a_running_machine_is_raised_one_value_late() -> None:
+    send, _series = machine(PipelineConfig(alarms=[]))
+    send(0, "state.running", True)
+    for s in range(1, 400):
+        send(s, "power", 50.0 + (s % 7) * 0.1)
+    assert send(400, "power", 500.0).alarm == []
+    (raised,) = send(401, "power", 50.2).alarm
+    assert (raised.rule, raised.transition, raised.raised_at) == ("anomaly", "raised", at(400))
