@@ -8,7 +8,7 @@ import cython
 cdef double _LN10, _LN2, SPIKE_AT, SHIFT_AT, DRIFT_AT, MID_AT, VOL_AT, UNITS_CAP, STUCK_AT
 cdef double CAP, FAST, MID, VOL, SLOW, ANCHOR, SCALE, WANDER, REPEAT, Q_UP, Q99_DOWN
 cdef double Q50_UP, Q50_DOWN, LEARN, REF_KEEP, REF_MARGIN, COARSE, RESOLUTION, RANGE_FORGET
-cdef double NEW_R, NEW_AT
+cdef double NEW_R, NEW_AT, HELD
 cdef long HALVE_EVERY, _TABLE
 
 cdef class SurpriseKernel:

@@ -43,7 +43,9 @@ The method, per value:
    while the condition lasts and decays by 0.5 % per value after it. The
    score rises at the onset of a change (two values in a row, enough for an
    alarm's ``hold``), then stays under the alarm threshold while the
-   condition persists; a condition that grows 1.5-fold is news again. What
+   condition persists (at 0.7 while the deviation stays above its alarm
+   level: over the alarm's clear threshold, 0.5, so an alarm raised stays
+   raised); a condition that grows 1.5-fold is news again. What
    is not reported teaches the scales (what persists, winsorised harder), so
    a lasting change becomes the new normal; the first ``warmup`` values (300,
    five minutes at 1 Hz) are scored with confidence growing from 0, and the
@@ -89,6 +91,7 @@ Q50_DOWN = 1.0 / 1.03
 LEARN = 0.84  # values under this many units (score < 0.5) teach the scales
 REF_KEEP = 0.995  # habituation: the reference's decay per value
 REF_MARGIN = 1.5  # a deviation reports only what exceeds 1.5 x the reference
+HELD = 0.85  # units reported while a condition that was news persists (a score of 0.7)
 COARSE = 6.0  # a coarse bucket (the context of a jump) is 6 fine ones
 NEW_R = 2.0  # a new level is this many noises away from any known one
 NEW_AT = 3.0  # and alarms after this many values in a row
@@ -211,6 +214,8 @@ class SurpriseKernel:
         x = float(value)
         if x - x != 0.0:  # NaN or infinite: no information, nothing learned
             return 0.0
+        if x > 1e300 or x < -1e300:  # (no arithmetic below may overflow)
+            x = 1e300 if x > 0.0 else -1e300
         n = self._n
         if n == 0:
             if learn:
@@ -302,7 +307,9 @@ class SurpriseKernel:
             u = -4.0 if u < -4.0 else 3.0 if u > 3.0 else u
             row = int(floor(u)) + 4  # noqa: RUF046
             step = x - prev
-            q = int(2.0 * log(1.0 + (-step if step < 0.0 else step) / width) / _LN2)
+            u = (-step if step < 0.0 else step) / width
+            u = 1e30 if u > 1e30 else u
+            q = int(2.0 * log(1.0 + u) / _LN2)
             q = 15 if q > 15 else q
             q = 16 + q if step >= 0.0 else 15 - q
             jcell = 128 + 32 * row + q
@@ -343,6 +350,10 @@ class SurpriseKernel:
         ref = self._ref
         # (the value after a first flag is judged as it is: two in a row raise an alarm)
         reported = units if self._hot == 1 else units / max(1.0, REF_MARGIN * ref)
+        if reported < HELD and units >= 1.0 and REF_MARGIN * ref >= 1.0:
+            # A condition that was news and persists scores 0.7: no longer news
+            # (under 0.9), but an alarm it raised stays raised (over 0.5).
+            reported = HELD
         score = 1.0 - exp(-_LN10 * reported**4) if reported > 0.05 else 0.0
         if not learn:
             return score

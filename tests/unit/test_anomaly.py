@@ -239,3 +239,15 @@ def test_alarm_units_mapping():
     assert alarm_units_to_score(1.0) == pytest.approx(0.9)
     assert 0.1 < alarm_units_to_score(0.5) < 0.2
     assert alarm_units_to_score(3.0) == pytest.approx(1.0)
+
+
+def test_absurd_values_are_flagged_and_do_not_poison_the_state():
+    det = SurpriseDetector()
+    rng = random.Random(25)
+    tiny = [1e-6 * rng.gauss(0, 1) for _ in range(3000)]
+    s = scores(tiny[:500], det)
+    s += [det.score_learn_one(500.0, 1.7e308), det.score_learn_one(501.0, -1.7e308)]
+    s += [det.score_learn_one(float(i), v) for i, v in enumerate(tiny[502:], start=502)]
+    assert min(s[500:502]) >= 0.99
+    assert all(math.isfinite(v) for v in det.__getstate__() if isinstance(v, float))
+    assert max(s[1000:]) < ALARM  # and the series is judged as before afterwards
