@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report[name]["run_seconds"] = round(seconds, 1)
         k = report[name]
         print(
-            f"{name:22s} raises {k['raises']:4d} (held back by a flood {held}) ({k['raises_per_10_minutes_avg']:.2f} per 10 min,"
+            f"{name:22s} raises {k['raises']:4d} (held back by a flood {held})"
+            f" ({k['raises_per_10_minutes_avg']:.2f} per 10 min,"
             f" peak {k['peak_per_10_minutes']}), floods {k['floods']}, by kind"
             f" {k['raises_by_kind']}, anomaly raises near a start/stop"
             f" {k['anomaly_raises_within_2_min_of_a_start_or_stop']}"
