@@ -335,7 +335,10 @@ class SeriesProcessor:
                     if why == STARTING:
                         reading.score = state.detector.score_learn_one(reading_ts, value)
                     else:
-                        reading.score = state.detector.score_one({"value": value})
+                        try:
+                            reading.score = state.detector.score_one({"value": value})
+                        except TypeError:  # a RegimeDetector of an older snapshot
+                            reading.score = None
                     if tracker.active:
                         alarms = tracker.update(reading_ts, value, 0.0)
                         if alarms:
