@@ -351,8 +351,12 @@ RECORD_TYPES: dict[str, type] = {
 }
 """Every record type by its schema name (the file name under ``schemas/json``)."""
 
-SCHEMA_VERSION = 1
-"""Version of the record schemas, sent with every Kafka message as a header."""
+SCHEMA_VERSION = 2
+"""Version of the record schemas, sent with every Kafka message as a header.
+
+2: alarms gained ``priority``, ``shelved_until`` and ``chattering``, the
+state ``shelved``, the transitions ``shelved`` and ``unshelved`` and the
+kind ``flood`` (alarm management); other records are as in 1."""
 
 
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from flows.decode import decode_payload
 from schemas.config import DecodeConfig
-from schemas.models import Alarm, RawMessage, Reading, adapter
+from schemas.models import SCHEMA_VERSION, Alarm, RawMessage, Reading, adapter
 from tests.integration.api_harness import World
 from tests.support.kafka_tools import consume_all
 
@@ -54,7 +54,7 @@ def test_acknowledge_stores_and_publishes_the_transition(
     record, msg = published[0]
     assert record.transition == "acknowledged" and record.seq == 2 and record.tenant == "plant-a"
     assert msg.key() == b"plant-a/press-3"
-    assert ("schema-version", b"1") in list(msg.headers() or [])
+    assert ("schema-version", str(SCHEMA_VERSION).encode()) in list(msg.headers() or [])
     # Twice is an invalid transition: 409, nothing stored or published.
     again = api.post(f"/alarms/{alarm.id}/acknowledge", headers=api_world.headers(role="operator"))
     assert again.status_code == 409
