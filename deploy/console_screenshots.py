@@ -23,6 +23,7 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "console"
 def shoot(page: Page, name: str, out: Path) -> None:
     """Wait for the page to draw, let live values arrive, save a PNG."""
     page.wait_for_selector(f"body[data-ready={name}]")
+    page.wait_for_function("window.__liveReady === true")  # the badge green, values moving
     time.sleep(2.5)
     page.screenshot(path=str(out / f"{name}.png"))
     print(out / f"{name}.png")
@@ -47,6 +48,8 @@ def main() -> None:
         page.click("button[type=submit]")
         shoot(page, "plant", args.out)
         device = args.device or page.locator("#plant tbody tr").first.get_attribute("data-device")
+        # The last 15 minutes: raw readings and scores, live.
+        page.evaluate("sessionStorage.setItem('streamforge.range', '15m')")
         page.goto(f"{args.url}/#/device/{device}")
         shoot(page, "device", args.out)
         page.goto(f"{args.url}/#/alarms")
