@@ -106,6 +106,14 @@ def test_a_new_alarm_appears_live_and_an_operator_acknowledges_it(
         "SELECT state, acknowledged_by FROM alarms WHERE id = %s", (alarm.id,)
     ).fetchone()
     assert state is not None and state[0] == "acknowledged" and state[1]
+    # Shelving asks why (a dialog), then the row says until when.
+    page.once("dialog", lambda dialog: dialog.accept("sensor being replaced"))
+    row.locator('button[data-act="shelve"]').click()
+    row.locator(".shelved-until").wait_for()
+    shelved = console.db.execute(
+        "SELECT shelved_until > now() FROM alarms WHERE id = %s", (alarm.id,)
+    ).fetchone()
+    assert shelved == (True,)
     page.close()
 
 

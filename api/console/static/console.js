@@ -278,10 +278,13 @@ async function alarmsView() {
     <th>State</th><th>By</th><th>Message</th></tr></thead><tbody></tbody></table>`;
   const [active, history] = await Promise.all([api("/alarms?state=active&limit=500"), api("/alarms?limit=100")]);
   for (const a of [...history.items, ...active.items]) state.alarms.set(a.id, a);
+  const shelved = (a) => a.shelved_until && new Date(a.shelved_until) > Date.now();
   const actions = (a) => {
     if (a.state === "cleared") return "";
     const ack = a.state === "raised" ? `<button data-act="acknowledge" data-id="${esc(a.id)}">Acknowledge</button>` : "";
-    return `${ack} <button data-act="clear" data-id="${esc(a.id)}">Clear</button>`;
+    const shelve = shelved(a) ? `<button data-act="unshelve" data-id="${esc(a.id)}">Unshelve</button>`
+      : `<button data-act="shelve" data-id="${esc(a.id)}">Shelve 1 h</button>`;
+    return `${ack} <button data-act="clear" data-id="${esc(a.id)}">Clear</button> ${shelve}`;
   };
   const draw = () => {
     const all = [...state.alarms.values()].sort((x, y) => new Date(y.raised_at) - new Date(x.raised_at));
@@ -289,7 +292,8 @@ async function alarmsView() {
     if (!body) return;
     body.innerHTML = all.filter((a) => a.state !== "cleared").map((a) => `<tr data-id="${esc(a.id)}">
       <td><span class="badge ${esc(a.severity)}">${esc(a.severity)}</span></td><td>${esc(a.device)}</td><td>${esc(a.metric)}</td>
-      <td>${esc(a.rule)}</td><td class="state ${esc(a.state)}">${esc(a.state)}</td><td>${age(a.raised_at)}</td>
+      <td>${esc(a.rule)}</td><td class="state ${esc(a.state)}">${esc(a.state)}</td>${""
+      }<td>${age(a.raised_at)}${shelved(a) ? `<br><span class="muted shelved-until">shelved until ${new Date(a.shelved_until).toLocaleTimeString()}</span>` : ""}</td>
       <td>${esc(a.message)}</td><td>${actions(a)}</td></tr>`).join("");
     $("#history tbody").innerHTML = all.slice(0, 100).map((a) => `<tr><td>${new Date(a.raised_at).toLocaleString()}</td>
       <td><span class="badge ${esc(a.severity)}">${esc(a.severity)}</span></td><td>${esc(a.device)}</td><td>${esc(a.rule)}</td>
@@ -298,9 +302,15 @@ async function alarmsView() {
   $("#active").onclick = async (e) => {
     const b = e.target.closest("button[data-act]");
     if (!b) return;
+    let body = {};
+    if (b.dataset.act === "shelve") {
+      const comment = prompt("Why shelve this alarm for an hour?");
+      if (!comment) return;
+      body = { minutes: 60, comment };
+    }
     b.disabled = true;
     try {
-      const a = await api(`/alarms/${encodeURIComponent(b.dataset.id)}/${b.dataset.act}`, { method: "POST", body: {} });
+      const a = await api(`/alarms/${encodeURIComponent(b.dataset.id)}/${b.dataset.act}`, { method: "POST", body });
       state.alarms.set(a.id, a);
       notice("");
       draw();
