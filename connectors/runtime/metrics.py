@@ -32,7 +32,16 @@ from typing import Any
 
 import prometheus_client
 from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.core import (
+    Metric as MetricFamily,
+)
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 from connectors.runtime.logs import get_logger
 
@@ -226,6 +235,32 @@ def _mismatch(name: str, expected: tuple[str, ...], given: tuple[str, ...]) -> N
             "metric updated with other label names than its first update",
             extra={"metric": name, "expected": list(expected), "given": list(given)},
         )
+
+
+class _Declared(Collector):
+    """HELP and TYPE of the metrics declared but not yet updated (so no family yet).
+
+    A dashboard or a test can then find every metric by name from the start,
+    as ``up`` would be: "0 dead letters" and "no such metric" are not the same.
+    """
+
+    _families = {
+        "counter": CounterMetricFamily,
+        "gauge": GaugeMetricFamily,
+        "histogram": HistogramMetricFamily,
+    }
+
+    def describe(self) -> list[MetricFamily]:
+        # Nothing: the names are registered by their real families later on.
+        return []
+
+    def collect(self) -> list[MetricFamily]:
+        with _REGISTRY_LOCK:
+            waiting = [m for m in _REGISTRY.values() if m._family is None]
+        return [self._families[m.kind](m.name, m.help) for m in waiting]
+
+
+REGISTRY.register(_Declared())
 
 
 def render() -> str:

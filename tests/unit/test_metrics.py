@@ -80,3 +80,10 @@ def test_counters_render_as_prometheus_counters() -> None:
     assert "# TYPE test_metrics_kind_total counter" in text
     assert "test_metrics_kind_total 3.0" in text
     assert "test_metrics_kind_created" not in text
+
+
+def test_a_declared_metric_is_listed_before_its_first_update() -> None:
+    counter("test_metrics_declared_total", "declared, never counted")
+    text = render()
+    assert "# TYPE test_metrics_declared_total counter" in text
+    assert "\ntest_metrics_declared_total " not in text  # no sample yet: labels unknown
