@@ -466,6 +466,16 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
             if generation > self._owed_generation:
                 self._expect_redeliveries(generation)
                 taken = self._taken
+            elif generation < self._owed_generation:
+                # Received on a connection already lost, still queued then: it can
+                # never be acknowledged, and the broker delivers it again (DUP) if
+                # it kept the session (a session found lost clears what is owed).
+                if self._session_lost_generation != self._owed_generation:
+                    key = (raw.origin, raw.payload)
+                    self._owed[key] = self._owed.get(key, 0) + 1
+                ACKS_SKIPPED.inc(1.0, **self._labels)
+                batch.append(raw)
+                continue
             if burst and not dup and generation != self._burst_over:
                 if (self._owed or self._acked) and self._is_redelivery(raw):
                     taken.append((mid, generation, None))  # a restored, acknowledged message

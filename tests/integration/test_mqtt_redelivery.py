@@ -146,3 +146,55 @@ def test_a_broker_restored_from_an_older_save_replays_nothing_twice(tmp_path: Pa
             ]
         finally:
             partition.close()
+
+
+def test_messages_still_queued_when_the_connection_drops_are_handed_over_once(
+    mqtt_address: tuple[str, int],
+) -> None:
+    """Received, not yet taken by the flow, when the connection dropped (the flow was stalled).
+
+    They can never be acknowledged on the next connection, and the broker
+    delivers them again (DUP) first thing: the copies already queued are the
+    ones handed over, the redeliveries are recognised.
+    """
+    url = f"mqtt://{mqtt_address[0]}:{mqtt_address[1]}"
+    topic = f"sf-redeliver/{uuid.uuid4().hex[:10]}"
+    config = MqttSourceConfig(
+        url=url,
+        client_id=f"sf-queued-{uuid.uuid4().hex[:8]}",
+        subscriptions=[{"topic": topic, "qos": 1}],
+        reconnect_max_delay=1,
+    )
+    client_id = f"{config.client_id}-0"
+    labels = {"source": config.name, "client": client_id}
+    partition = MqttPartition(config, parse_broker_url(url), client_id)
+    publisher = Publisher(url)
+    try:
+        for i in range(20):
+            publisher.publish(topic, f'{{"device":"d","metric":"m","value":{i}}}')
+        publisher.flush()
+        deadline = time.monotonic() + 10
+        while len(partition._queue) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(partition._queue) == 20  # received, not taken: the flow is busy
+
+        sock = partition._client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)
+        # Still busy: the redeliveries queue up behind the first copies.
+        deadline = time.monotonic() + 20
+        while len(partition._queue) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(partition._queue) == 40
+        before = REDELIVERIES.value(**labels)
+        got = _drain(partition, quiet_s=3.0)
+        assert sorted(m.payload for m in got) == sorted(
+            f'{{"device":"d","metric":"m","value":{i}}}'.encode() for i in range(20)
+        )
+        assert REDELIVERIES.value(**labels) - before == 20
+        partition.snapshot()
+        partition.next_batch()
+        time.sleep(0.5)
+    finally:
+        partition.close()
+        publisher.close()
