@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from schemas.models import (
     SEVERITY_RANK,
@@ -527,6 +528,17 @@ class AlarmTrackerBase:
         if cleared:
             self._cleared_by_operator()
         return [restated] if restated is not None else []
+
+    def retire(self, last: Any, reason: str) -> list[Alarm]:
+        """Clear the active alarm of a rule that no longer applies (``reason`` says why).
+
+        ``last`` is the series' last reading (its time is the clear's), or None (now).
+        """
+        life = self._life
+        if life.id is None:
+            return []
+        ts = last.ts if last is not None else datetime.now(UTC)
+        return life.clear(ts, life.value, life.threshold, f"cleared: {reason}", hold=False)
 
     def _cleared_by_operator(self) -> None:
         """What a tracker forgets when an operator cleared its alarm (subclasses)."""

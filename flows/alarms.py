@@ -264,6 +264,29 @@ class ThresholdAlarmTracker(AlarmTrackerBase):
         # a lower level must not re-raise it at once (see the class docstring).
         self._latched, self._level, self._pending_since = self._level, -1, None
 
+    _SETTINGS = ("_above", "_clear", "_clear_at", "_levels", "_lowest", "_manual_clear",
+                 "_min_duration", "_template", "suppress")  # fmt: skip
+
+    def reconfigure(self, rule: ThresholdAlarmRule, last: Reading | None) -> list[Alarm]:
+        """Take a changed rule (a flow resumed with a new config), keeping the alarm.
+
+        Nothing happens when the rule is the same. Otherwise the new levels,
+        hysteresis, duration, message, priority, suppression and chatter
+        replace the old, and the series' last reading is judged again: an
+        active alarm clears, escalates or de-escalates through its lifecycle,
+        and a value now past a threshold raises.
+        """
+        life = self._life
+        fresh = ThresholdAlarmTracker(rule, life.tenant, life.device, life.metric)
+        same = all(getattr(fresh, n) == getattr(self, n) for n in self._SETTINGS)
+        if same and (fresh._life.priority, fresh._life.chatter) == (life.priority, life.chatter):
+            return []
+        for name in self._SETTINGS:
+            setattr(self, name, getattr(fresh, name))
+        life.priority, life.chatter = fresh._life.priority, fresh._life.chatter
+        self._level, self._latched = -2, -1  # unknown under the new levels
+        return self.update(last) if last is not None else []
+
     def clear_manually(
         self, by: str, ts: datetime | None = None, comment: str | None = None
     ) -> Alarm | None:
@@ -379,6 +402,14 @@ class AnomalyAlarmTracker(AlarmTrackerBase):
 
     def _cleared_by_operator(self) -> None:
         self._count = 0
+
+    def reconfigure(self, config: AnomalyConfig) -> None:
+        """Take a changed anomaly config (a resumed flow), keeping the alarm and its counts."""
+        fresh = AnomalyAlarmTracker(config, self._life.tenant, self._life.device, self._life.metric)
+        for name in ("_clear_hold", "_clear_threshold", "_hold", "_instant", "_severity",
+                     "_threshold", "suppress"):  # fmt: skip
+            setattr(self, name, getattr(fresh, name))
+        self._life.priority, self._life.chatter = fresh._life.priority, fresh._life.chatter
 
     def retract(self) -> None:
         """Take back the raise just made, before anyone saw it (see ``SeriesProcessor``)."""

@@ -251,6 +251,9 @@ class SeriesProcessor:
         self.config = config
         self.new_state = new_state
         self.to_log = to_log
+        # (state, last reading) -> alarm transitions: a resumed series brought in
+        # line with the config (flows.series.SeriesStart.reconcile); None: nothing.
+        self.reconcile: Callable[[SeriesState, Reading], list[Any]] | None = None
         self.anomaly_on = config.anomaly.enabled
         self.emit_scores = config.anomaly.emit_scores
         self.detector_name = config.anomaly.detector.type
@@ -577,6 +580,7 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
     __slots__ = (
         "_deadline",
         "_refresh_at",
+        "_resumed",
         "devices",
         "idle_timeout",
         "last_seen",
@@ -597,9 +601,18 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
         # tenant/device -> the DeviceContext its series share (not snapshotted
         # apart: each SeriesState refers to it, and one pickle keeps it shared).
         self.devices: dict[str, DeviceContext] = {}
+        # What resuming under a changed config emitted, handed over first.
+        self._resumed: OutputChunks | None = None
         if resume is not None:
             now = time.time()
+            reconcile = processor.reconcile
             for key, (state, ident) in resume.items():
+                if reconcile is not None and ident is not None:
+                    alarms = reconcile(state, ident)
+                    if alarms:
+                        if self._resumed is None:
+                            self._resumed = OutputChunks()
+                        self._resumed.alarm.extend(alarms)
                 self.series[key] = [state, ident]
                 self.last_seen[key] = now
                 device_key = f"{ident.tenant}/{ident.device}"
@@ -619,7 +632,8 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
 
     def on_batch(self, values: list[list[Reading | AlarmAction]]) -> tuple[list[Output], bool]:
         """Process chunks of readings of this bucket's series, in arrival order."""
-        out = OutputChunks()
+        out = self._resumed or OutputChunks()
+        self._resumed = None
         now = time.time()
         # No wake-up set (the bucket was quiet): one is needed if a series with
         # rollups spoke. Asked only then, so a bucket without rollups (events
@@ -634,7 +648,8 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
 
     def on_notify(self) -> tuple[list[Output], bool]:
         """Emit the open rollup windows of this bucket's series that went quiet."""
-        out = OutputChunks()
+        out = self._resumed or OutputChunks()
+        self._resumed = None
         now = time.time()
         quiet_since = now - 0.75 * self.idle_timeout
         flush = self.processor.flush
@@ -653,7 +668,10 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
         return out.items(), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        """When to run the idle flush (see the class docstring)."""
+        """When to run the idle flush (see the class docstring), or at once after a resume
+        that has transitions to hand over."""
+        if self._resumed is not None:
+            return datetime.now(UTC)
         return self._deadline
 
     def snapshot(self) -> Any:
