@@ -61,6 +61,19 @@ DUPLICATES = counter(
 # it the repeat would count twice in rollups and move the detector twice.
 RECENT_READINGS = 32
 
+ALARM_TRANSITIONS = counter(
+    "streamforge_alarm_transitions_total",
+    "Alarm transitions the series step made, by kind, transition and priority (alarm KPIs: "
+    'rate(...{transition="raised"}[10m]) is the raises per 10 minutes)',
+)
+
+
+def count_alarms(alarms: list[Alarm]) -> None:
+    """Count alarm transitions for the alarm KPI metrics (alarms are few: per record is fine)."""
+    for alarm in alarms:
+        ALARM_TRANSITIONS.inc(kind=alarm.kind, transition=alarm.transition, priority=alarm.priority)
+
+
 OPERATOR_ACTIONS = counter(
     "streamforge_operator_actions_total",
     "Operators' alarm actions the flow followed, restated after a collision, or did not know",
@@ -644,6 +657,8 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
         )
         if (quiet and woken) or now >= self._refresh_at:
             self._schedule(now)
+        if out.alarm:
+            count_alarms(out.alarm)
         return out.items(), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[Output], bool]:
@@ -657,6 +672,8 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
             if self.last_seen.get(key, 0.0) <= quiet_since:
                 flush(state, out, ident)
         self._schedule(now)
+        if out.alarm:
+            count_alarms(out.alarm)
         return out.items(), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Output], bool]:
@@ -665,6 +682,8 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
         for state, ident in self.series.values():
             self.processor.flush(state, out, ident)
         self._deadline = None
+        if out.alarm:
+            count_alarms(out.alarm)
         return out.items(), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

@@ -352,3 +352,13 @@ def test_a_spike_on_a_running_machine_is_raised_one_value_late() -> None:
     assert send(400, "power", 500.0).alarm == []
     (raised,) = send(401, "power", 50.2).alarm
     assert (raised.rule, raised.transition, raised.raised_at) == ("anomaly", "raised", at(400))
+
+
+def test_alarm_transitions_are_counted_for_the_kpi_metrics() -> None:
+    from flows.kernels.series import ALARM_TRANSITIONS, SeriesBucketLogic
+
+    labels = {"kind": "threshold", "transition": "raised", "priority": "high"}
+    before = ALARM_TRANSITIONS.value(**labels)
+    logic = SeriesBucketLogic(series_processor(PipelineConfig(alarms=[hot(priority="high")])), None)
+    logic.on_batch([[Reading(device="m-1", metric="temp", ts=at(0), value=85.0)]])
+    assert ALARM_TRANSITIONS.value(**labels) - before == 1
