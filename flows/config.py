@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from connectors.kafka.sink_config import KafkaSinkConfig
 from connectors.kafka.source_config import KafkaSourceConfig
@@ -50,6 +50,7 @@ from schemas.config import (
     default_classification,
     format_validation_error,
 )
+from schemas.durations import parse_duration
 
 ENV_PREFIX = "STREAMFORGE_PIPELINE__"
 
@@ -91,6 +92,13 @@ class PipelineConfig(Strict):
     alarm_management: AlarmManagementConfig = Field(default_factory=AlarmManagementConfig)
     operator_actions: OperatorActionsConfig = Field(default_factory=OperatorActionsConfig)
     sinks: list[SinkConfig] = Field(default_factory=_default_sinks, min_length=1)
+    series_ttl: float = Field(
+        7 * 86400.0,
+        ge=0.0,
+        description="seconds of event time without a reading after which a series' state "
+        "(alarms, windows, detector) expires: its windows are emitted, its active alarms "
+        "cleared, and it leaves the snapshots; 0 = never",
+    )
     series_buckets: int = Field(
         64,
         ge=1,
@@ -98,6 +106,11 @@ class PipelineConfig(Strict):
         description="keys of the per-series step; devices (all the series of one) are spread "
         "over workers by bucket. Changing it breaks resuming from an existing recovery store.",
     )
+
+    @field_validator("series_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
 
     @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:

@@ -43,6 +43,7 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
+from connectors.runtime.logs import get_logger
 from connectors.runtime.metrics import counter
 from connectors.runtime.outputs import Output
 from flows.config import PipelineConfig
@@ -73,6 +74,16 @@ def count_alarms(alarms: list[Alarm]) -> None:
     for alarm in alarms:
         ALARM_TRANSITIONS.inc(kind=alarm.kind, transition=alarm.transition, priority=alarm.priority)
 
+
+EXPIRED = counter(
+    "streamforge_series_expired_total",
+    "Series whose state expired after series_ttl without a reading (event time)",
+)
+
+_EXPIRY_CHECK_S = 60.0
+"""Wall-clock seconds between two looks for series to expire in a bucket."""
+
+log = get_logger("flows.kernels.series")
 
 OPERATOR_ACTIONS = counter(
     "streamforge_operator_actions_total",
@@ -485,6 +496,16 @@ class SeriesProcessor:
             for record in produced:
                 (out.rollup if type(record) is Rollup else out.dead_letter).append(record)
 
+    def expire(self, state: SeriesState, out: OutputChunks, ident: Reading) -> None:
+        """The end of a series' state: its windows emitted, its active alarms cleared."""
+        self.flush(state, out, ident)
+        days = self.config.series_ttl / 86400
+        reason = f"no reading for {days:g} days: the series' state expired"
+        trackers: list[Any] = list(state.threshold_alarms)
+        trackers += [t for t in (state.anomaly_alarm, state.device_alarm) if t is not None]
+        for tracker in trackers:
+            out.alarm.extend(tracker.retire(ident, reason))
+
 
 class OutputChunks:
     """The outputs of one activation of the series step, one list per kind.
@@ -592,6 +613,7 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
 
     __slots__ = (
         "_deadline",
+        "_expire_at",
         "_refresh_at",
         "_resumed",
         "devices",
@@ -599,11 +621,14 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
         "last_seen",
         "processor",
         "series",
+        "ttl",
     )
 
     def __init__(self, processor: SeriesProcessor, resume: Any | None) -> None:
         self.processor = processor
         self.idle_timeout = processor.config.rollups.idle_timeout
+        self.ttl = processor.config.series_ttl
+        self._expire_at = time.time() + _EXPIRY_CHECK_S
         # series key -> [SeriesState, last reading]
         self.series: dict[str, list[Any]] = {}
         # series key -> wall-clock time of its last reading (not snapshotted:
@@ -657,6 +682,8 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
         )
         if (quiet and woken) or now >= self._refresh_at:
             self._schedule(now)
+        if self.ttl and now >= self._expire_at:
+            self.expire(now, out)
         if out.alarm:
             count_alarms(out.alarm)
         return out.items(), StatefulBatchLogic.RETAIN
@@ -671,6 +698,8 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
         for key, (state, ident) in self.series.items():
             if self.last_seen.get(key, 0.0) <= quiet_since:
                 flush(state, out, ident)
+        if self.ttl and now >= self._expire_at:
+            self.expire(now, out)
         self._schedule(now)
         if out.alarm:
             count_alarms(out.alarm)
@@ -685,6 +714,38 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
         if out.alarm:
             count_alarms(out.alarm)
         return out.items(), StatefulBatchLogic.RETAIN
+
+    def expire(self, now: float, out: OutputChunks) -> None:
+        """Drop the series of this bucket silent for ``series_ttl`` (event time).
+
+        Silent: its last reading is older than the bucket's newest by more
+        than the TTL (event time, so a replay of old data expires nothing it
+        should not). Its windows are emitted and its alarms cleared
+        (:meth:`SeriesProcessor.expire`), and it leaves the next snapshot. A
+        later reading starts it afresh. Looked at every minute or so.
+        """
+        self._expire_at = now + _EXPIRY_CHECK_S
+        series = self.series
+        if not series:
+            return
+        epochs = {key: entry[1].ts.timestamp() for key, entry in series.items()}
+        horizon = max(epochs.values()) - self.ttl
+        gone = [key for key, epoch in epochs.items() if epoch < horizon]
+        if not gone:
+            return
+        for key in gone:
+            state, ident = series.pop(key)
+            self.last_seen.pop(key, None)
+            self.processor.expire(state, out, ident)
+        live = {f"{entry[1].tenant}/{entry[1].device}" for entry in series.values()}
+        for device in [d for d in self.devices if d not in live]:
+            del self.devices[device]
+        EXPIRED.inc(len(gone))
+        log.info(
+            "series state expired",
+            extra={"step": "series", "expired": len(gone), "examples": gone[:5],
+                   "ttl_s": self.ttl},
+        )  # fmt: skip
 
     def notify_at(self) -> datetime | None:
         """When to run the idle flush (see the class docstring), or at once after a resume
