@@ -272,7 +272,7 @@ function drawMarks(u, marks) {
 
 // ---- Alarms -----------------------------------------------------------------------
 async function alarmsView() {
-  main().innerHTML = `<h2>Active alarms</h2><table id="active"><thead><tr><th>Severity</th><th>Device</th>
+  main().innerHTML = `<h2>Active alarms</h2><table id="active"><thead><tr><th>Severity</th><th>Priority</th><th>Device</th>
     <th>Metric</th><th>Rule</th><th>State</th><th>Age</th><th>Message</th><th></th></tr></thead><tbody></tbody></table>
     <h2>History</h2><table id="history"><thead><tr><th>Raised</th><th>Severity</th><th>Device</th><th>Rule</th>
     <th>State</th><th>By</th><th>Message</th></tr></thead><tbody></tbody></table>`;
@@ -280,7 +280,8 @@ async function alarmsView() {
   for (const a of [...history.items, ...active.items]) state.alarms.set(a.id, a);
   const shelved = (a) => a.shelved_until && new Date(a.shelved_until) > Date.now();
   const actions = (a) => {
-    if (a.state === "cleared") return "";
+    // A flood alarm ends by itself: the API takes no operator action on it.
+    if (a.state === "cleared" || a.kind === "flood") return "";
     const ack = a.state === "raised" ? `<button data-act="acknowledge" data-id="${esc(a.id)}">Acknowledge</button>` : "";
     const shelve = shelved(a) ? `<button data-act="unshelve" data-id="${esc(a.id)}">Unshelve</button>`
       : `<button data-act="shelve" data-id="${esc(a.id)}">Shelve 1 h</button>`;
@@ -291,7 +292,8 @@ async function alarmsView() {
     const body = $("#active tbody");
     if (!body) return;
     body.innerHTML = all.filter((a) => a.state !== "cleared").map((a) => `<tr data-id="${esc(a.id)}">
-      <td><span class="badge ${esc(a.severity)}">${esc(a.severity)}</span></td><td>${esc(a.device)}</td><td>${esc(a.metric)}</td>
+      <td><span class="badge ${esc(a.severity)}">${esc(a.severity)}</span></td><td>${esc(a.priority || "")}${a.chattering ? " · chattering" : ""}</td>
+      <td>${esc(a.device)}</td><td>${esc(a.metric)}</td>
       <td>${esc(a.rule)}</td><td class="state ${esc(a.state)}">${esc(a.state)}</td>${""
       }<td>${age(a.raised_at)}${shelved(a) ? `<br><span class="muted shelved-until">shelved until ${new Date(a.shelved_until).toLocaleTimeString()}</span>` : ""}</td>
       <td>${esc(a.message)}</td><td>${actions(a)}</td></tr>`).join("");
