@@ -134,7 +134,8 @@ class FloodTracker:
         return self._end(epoch)
 
     def release(self) -> list[Alarm]:
-        """Every held record, in order (the end of a finite input: the journal stays whole)."""
+        """Every held record, in order, and nothing held any more (a flood's end, or the end
+        of a finite input: the journal stays whole)."""
         released = [record for records in self.held.values() for record in records]
         HELD.inc(len(self.held), outcome="released")
         self.held = {}
@@ -169,15 +170,13 @@ class FloodTracker:
         )
         if quiet is None:
             return []
-        released = [record for records in self.held.values() for record in records]
         still = len(self.held)
-        HELD.inc(still, outcome="released")
+        released = self.release()
         message = (
             f"cleared: alarm flood in {self._area} over; held back"
             f" {still + self.came_and_went} raises below {config.hold_below} priority:"
             f" {still} still active (released now), {self.came_and_went} came and went"
         )
-        self.held = {}
         ts = datetime.fromtimestamp((quiet + 1) * config.window, UTC)
         for old in [b for b in self.counts if b < quiet]:
             del self.counts[old]

@@ -42,6 +42,7 @@ class SeriesStart:
         self.config = config
         self.classifier = Classifier(config.classification)
         self.tiers = config.rollups.window_seconds()
+        self.rule_order = {rule.name: i for i, rule in enumerate(config.alarms)}
 
     def __call__(self, first: Reading) -> SeriesState:
         """The state of the series ``first`` belongs to, as the config says."""
@@ -118,7 +119,7 @@ class SeriesStart:
             tracker = ThresholdAlarmTracker(rule, t, d, m)
             out += tracker.update(last)
             kept.append(tracker)
-        order = {rule.name: i for i, rule in enumerate(config.alarms)}
+        order = self.rule_order
         kept.sort(key=lambda tr: order[tr.rule])
         state.threshold_alarms = kept
         if config.anomaly.enabled:

@@ -25,6 +25,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -397,11 +398,14 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
         self._taken = [t for t in self._taken if t[1] >= generation]
         if session_lost:
             return
+        self._owe(raw for _mid, _generation, raw in stale if raw is not None)
+
+    def _owe(self, messages: Iterable[RawMessage]) -> None:
+        """Note messages the broker will deliver again (DUP), to recognise them then."""
         owed = self._owed
-        for _mid, _generation, raw in stale:
-            if raw is not None:
-                key = (raw.origin, raw.payload)
-                owed[key] = owed.get(key, 0) + 1
+        for raw in messages:
+            key = (raw.origin, raw.payload)
+            owed[key] = owed.get(key, 0) + 1
         while len(owed) > _MAX_OWED:
             del owed[next(iter(owed))]
 
@@ -471,8 +475,7 @@ class MqttPartition(StatefulSourcePartition[RawMessage, None]):
                 # never be acknowledged, and the broker delivers it again (DUP) if
                 # it kept the session (a session found lost clears what is owed).
                 if self._session_lost_generation != self._owed_generation:
-                    key = (raw.origin, raw.payload)
-                    self._owed[key] = self._owed.get(key, 0) + 1
+                    self._owe((raw,))
                 ACKS_SKIPPED.inc(1.0, **self._labels)
                 batch.append(raw)
                 continue

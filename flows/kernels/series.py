@@ -230,6 +230,12 @@ class SeriesState:
         for name, value in state.items():
             setattr(self, name, value)
 
+    def alarm_trackers(self) -> list[Any]:
+        """Every alarm tracker of the series: its threshold rules', anomaly, device alarm."""
+        trackers: list[Any] = list(self.threshold_alarms)
+        trackers += [t for t in (self.anomaly_alarm, self.device_alarm) if t is not None]
+        return trackers
+
     def repeats(self, epoch: float, value: float) -> int:
         """Remember a telemetry reading; 1 if it repeats a remembered one, -1 if it contradicts it.
 
@@ -473,8 +479,7 @@ class SeriesProcessor:
 
     def follow(self, state: SeriesState, action: Alarm, out: OutputChunks) -> None:
         """Apply an operator's alarm action to the tracker of its rule, if this series has one."""
-        trackers: list[Any] = list(state.threshold_alarms)
-        trackers += [t for t in (state.anomaly_alarm, state.device_alarm) if t is not None]
+        trackers = state.alarm_trackers()
         if action.transition == "cleared" and state.device is not None:
             state.device.active.discard(action.id)
         for tracker in trackers:
@@ -501,8 +506,7 @@ class SeriesProcessor:
         self.flush(state, out, ident)
         days = self.config.series_ttl / 86400
         reason = f"no reading for {days:g} days: the series' state expired"
-        trackers: list[Any] = list(state.threshold_alarms)
-        trackers += [t for t in (state.anomaly_alarm, state.device_alarm) if t is not None]
+        trackers = state.alarm_trackers()
         for tracker in trackers:
             out.alarm.extend(tracker.retire(ident, reason))
 

@@ -106,11 +106,6 @@ def kpis(alarms: list[Alarm], events: list[Any], hours: float) -> dict[str, Any]
     for a in alarms:
         latest[a.id] = a
     active = [a for a in latest.values() if a.state in ("raised", "acknowledged")]
-    changes = [
-        e.ts.timestamp()
-        for e in events
-        if e.metric == "state.running" and e.previous is not None and e.previous != e.value
-    ]
     by_device_changes: dict[str, list[float]] = {}
     for e in events:
         if e.metric == "state.running" and e.previous is not None and e.previous != e.value:
@@ -135,7 +130,7 @@ def kpis(alarms: list[Alarm], events: list[Any], hours: float) -> dict[str, Any]
         "raises_by_kind": dict(Counter(a.kind for a in raises)),
         "raises_by_priority": dict(Counter(a.priority for a in raises)),
         "anomaly_raises_within_2_min_of_a_start_or_stop": near_change,
-        "machine_starts_and_stops": len(changes),
+        "machine_starts_and_stops": sum(len(c) for c in by_device_changes.values()),
         "top_rules": Counter(a.rule for a in raises).most_common(10),
         "top_devices": Counter(a.device for a in raises).most_common(10),
     }
