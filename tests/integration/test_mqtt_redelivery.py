@@ -38,24 +38,33 @@ def _drain(partition: MqttPartition, quiet_s: float = 1.5) -> list[RawMessage]:
     return got
 
 
-def test_messages_taken_before_a_reconnect_are_handed_over_once(
-    mqtt_address: tuple[str, int],
-) -> None:
-    url = f"mqtt://{mqtt_address[0]}:{mqtt_address[1]}"
+def _payload(i: int) -> str:
+    return f'{{"device":"d","metric":"m","value":{i}}}'
+
+
+def _subscriber(url: str, prefix: str) -> tuple[str, MqttSourceConfig, str, MqttPartition]:
+    """(topic, config, client id, partition): a QoS 1 subscription to a topic of its own."""
     topic = f"sf-redeliver/{uuid.uuid4().hex[:10]}"
     config = MqttSourceConfig(
         url=url,
-        client_id=f"sf-redeliver-{uuid.uuid4().hex[:8]}",
+        client_id=f"{prefix}-{uuid.uuid4().hex[:8]}",
         subscriptions=[{"topic": topic, "qos": 1}],
         reconnect_max_delay=1,
     )
     client_id = f"{config.client_id}-0"
+    return topic, config, client_id, MqttPartition(config, parse_broker_url(url), client_id)
+
+
+def test_messages_taken_before_a_reconnect_are_handed_over_once(
+    mqtt_address: tuple[str, int],
+) -> None:
+    url = f"mqtt://{mqtt_address[0]}:{mqtt_address[1]}"
+    topic, config, client_id, partition = _subscriber(url, "sf-redeliver")
     labels = {"source": config.name, "client": client_id}
-    partition = MqttPartition(config, parse_broker_url(url), client_id)
     publisher = Publisher(url)
     try:
         for i in range(20):
-            publisher.publish(topic, f'{{"device":"d","metric":"m","value":{i}}}')
+            publisher.publish(topic, _payload(i))
         publisher.flush()
         first = _drain(partition)
         assert len(first) == 20  # taken, not yet acknowledged (no epoch ended)
@@ -110,7 +119,7 @@ def test_a_broker_restored_from_an_older_save_replays_nothing_twice(tmp_path: Pa
         publisher = Publisher(broker.url)
         try:
             for i in range(30):
-                publisher.publish(topic, f'{{"device":"d","metric":"m","value":{i}}}')
+                publisher.publish(topic, _payload(i))
             publisher.flush()
         finally:
             publisher.close()
@@ -158,20 +167,12 @@ def test_messages_still_queued_when_the_connection_drops_are_handed_over_once(
     ones handed over, the redeliveries are recognised.
     """
     url = f"mqtt://{mqtt_address[0]}:{mqtt_address[1]}"
-    topic = f"sf-redeliver/{uuid.uuid4().hex[:10]}"
-    config = MqttSourceConfig(
-        url=url,
-        client_id=f"sf-queued-{uuid.uuid4().hex[:8]}",
-        subscriptions=[{"topic": topic, "qos": 1}],
-        reconnect_max_delay=1,
-    )
-    client_id = f"{config.client_id}-0"
+    topic, config, client_id, partition = _subscriber(url, "sf-queued")
     labels = {"source": config.name, "client": client_id}
-    partition = MqttPartition(config, parse_broker_url(url), client_id)
     publisher = Publisher(url)
     try:
         for i in range(20):
-            publisher.publish(topic, f'{{"device":"d","metric":"m","value":{i}}}')
+            publisher.publish(topic, _payload(i))
         publisher.flush()
         deadline = time.monotonic() + 10
         while len(partition._queue) < 20 and time.monotonic() < deadline:
@@ -188,9 +189,7 @@ def test_messages_still_queued_when_the_connection_drops_are_handed_over_once(
         assert len(partition._queue) == 40
         before = REDELIVERIES.value(**labels)
         got = _drain(partition, quiet_s=3.0)
-        assert sorted(m.payload for m in got) == sorted(
-            f'{{"device":"d","metric":"m","value":{i}}}'.encode() for i in range(20)
-        )
+        assert sorted(m.payload for m in got) == sorted(_payload(i).encode() for i in range(20))
         assert REDELIVERIES.value(**labels) - before == 20
         partition.snapshot()
         partition.next_batch()
