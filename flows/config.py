@@ -23,11 +23,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from connectors.kafka.gateway_config import GatewayConfig
 from connectors.kafka.sink_config import KafkaSinkConfig
 from connectors.kafka.source_config import KafkaSourceConfig
 from connectors.modbus.config import ModbusSourceConfig
@@ -83,6 +84,13 @@ class PipelineConfig(Strict):
     """Everything one flow does, from sources to sinks. Defaults run anywhere."""
 
     tenant: str = Field("default", min_length=1, description="tenant of readings without one")
+    topology: Literal["combined", "split"] = Field(
+        "combined",
+        description="combined: flows.ingest runs the sources itself; split: flows.gateway runs "
+        "them and writes their readings to gateway.topic (spooled on disk while Kafka is "
+        "unreachable), and flows.ingest reads that topic",
+    )
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     sources: list[SourceConfig] = Field(default_factory=_default_sources, min_length=1)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     classification: list[ClassificationRule] = Field(default_factory=default_classification)
@@ -129,11 +137,37 @@ class PipelineConfig(Strict):
         return self
 
     def finite(self) -> bool:
-        """Whether every source ends by itself (a replay, a test, a benchmark)."""
+        """Whether every source of ``flows.ingest`` ends by itself (a replay, a test)."""
         return all(
             (s.type == "kafka" and s.stop_at_end) or (s.type == "simulator" and s.limit is not None)
-            for s in self.sources
+            for s in self.ingest_sources()
         )
+
+    def gateway_sources(self) -> list[SourceConfig]:
+        """The sources ``flows.gateway`` runs (split topology): all but Kafka topics."""
+        return [s for s in self.sources if s.type != "kafka"]
+
+    def ingest_sources(self) -> list[SourceConfig]:
+        """The sources ``flows.ingest`` runs.
+
+        Combined topology: all of them. Split: the gateways' raw topic in
+        place of the protocol sources, and the configured Kafka topics.
+
+        >>> split = PipelineConfig(topology="split", gateway={"topic": "plant.raw"})
+        >>> [(s.type, s.name, s.topic) for s in split.ingest_sources()]
+        [('kafka', 'gateway', 'plant.raw')]
+        """
+        if self.topology == "combined":
+            return list(self.sources)
+        gateway = self.gateway
+        raw = KafkaSourceConfig(
+            name="gateway",
+            topic=gateway.topic,
+            bootstrap_servers=gateway.bootstrap_servers,
+            partitions=gateway.partitions,
+            retention=gateway.retention,
+        )
+        return [raw, *(s for s in self.sources if s.type == "kafka")]
 
     def follows_operator_actions(self) -> bool:
         """Whether the flow reads operators' alarm actions (``operator_actions.enabled``).

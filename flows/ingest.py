@@ -112,7 +112,7 @@ def build_flow(
     DeadLetter.payload_limit = config.decode.dead_letter_payload_bytes
     flow = Dataflow(flow_id)
     if sources is None:
-        sources = [build_source(s, settings) for s in config.sources]
+        sources = [build_source(s, settings) for s in config.ingest_sources()]
         if config.follows_operator_actions():
             from connectors.kafka.alarm_actions import AlarmActionSource
 
@@ -249,7 +249,8 @@ def flow_from_environment() -> Dataflow:
         "pipeline config loaded",
         extra={
             "step": "start",
-            "sources": [s.type for s in config.sources],
+            "topology": config.topology,
+            "sources": [s.type for s in config.ingest_sources()],
             "sinks": [s.type for s in config.sinks],
             # Empty when running as pure Python (no compiler at install, or
             # STREAMFORGE_PURE_PYTHON=1): same results, slower.

@@ -72,7 +72,9 @@ def _dead(raw: RawMessage, reason: str) -> DeadLetter:
 class _ActionPartition(KafkaPartition):
     def next_batch(self) -> list[Any]:
         """The partition's next messages as alarm actions (or dead letters)."""
-        return [parse_action(raw) for raw in super().next_batch()]
+        return [
+            parse_action(raw) if type(raw) is RawMessage else raw for raw in super().next_batch()
+        ]
 
 
 class AlarmActionSource(KafkaRawSource):

@@ -85,7 +85,7 @@ from connectors.kafka.sink_config import TopicSpec, retention_ms
 from connectors.kafka.source_config import KafkaSourceConfig
 from connectors.runtime.logs import get_logger
 from connectors.runtime.metrics import counter, gauge
-from schemas.models import RawMessage
+from schemas.models import DeadLetter, RawMessage, adapter
 from schemas.settings import Settings
 
 log = get_logger("connectors.kafka.source")
@@ -97,12 +97,24 @@ CONSUMER_ERRORS = counter(
 )
 LAG = gauge("streamforge_kafka_consumer_lag", "Messages behind the partition's end, by partition")
 
+_DEAD_LETTER_HEADER = ("kind", b"dead_letter")
+"""The header of a dead letter a gateway put on the raw topic (connectors/kafka/gateway.py)."""
+
+
+def _dead_letter(value: bytes | None) -> DeadLetter | None:
+    """The dead letter a gateway sent, or None if the value is not one (then decoded as usual)."""
+    try:
+        letter: DeadLetter = adapter(DeadLetter).validate_json(value or b"")
+    except ValueError:
+        return None
+    return letter
+
 
 def _partition_name(topic: str, partition: int) -> str:
     return f"{topic}/{partition}"
 
 
-class KafkaPartition(StatefulSourcePartition[RawMessage, int | None]):
+class KafkaPartition(StatefulSourcePartition[RawMessage | DeadLetter, int | None]):
     """One Kafka partition, read with ``assign`` (no group); snapshot = next offset.
 
     With ``stop_at_end`` the partition ends (``StopIteration``) once it has
@@ -173,7 +185,7 @@ class KafkaPartition(StatefulSourcePartition[RawMessage, int | None]):
             },
         )
 
-    def next_batch(self) -> list[RawMessage]:
+    def next_batch(self) -> list[RawMessage | DeadLetter]:
         """Up to ``batch_size`` messages as RawMessage items.
 
         While messages keep coming (catching up on a backlog) an empty poll
@@ -196,7 +208,7 @@ class KafkaPartition(StatefulSourcePartition[RawMessage, int | None]):
         now = datetime.now(UTC)
         prefix = self._name + "/"
         defaults, fmt = self._defaults, self._config.format
-        out: list[RawMessage] = []
+        out: list[RawMessage | DeadLetter] = []
         append = out.append
         last = None
         # received_at is the message's Kafka timestamp, not the time it was read: a
@@ -218,12 +230,18 @@ class KafkaPartition(StatefulSourcePartition[RawMessage, int | None]):
                 stamp_ms, stamp = ms, datetime.fromtimestamp(ms / 1000, UTC)
                 received = stamp
             offset = msg.offset()
+            last = offset
+            headers = msg.headers()
+            if headers is not None and _DEAD_LETTER_HEADER in headers:
+                letter = _dead_letter(msg.value())
+                if letter is not None:
+                    append(letter)  # rejected at a gateway (flows.gateway): kept as it was
+                    continue
             append(
                 RawMessage(
                     msg.value() or b"", "kafka", received, f"{prefix}{offset}", defaults, fmt
                 )
             )
-            last = offset
         if last is not None:
             self._next = last + 1
             CONSUMED.inc(len(out), source=self._config.name)
@@ -277,7 +295,7 @@ class KafkaPartition(StatefulSourcePartition[RawMessage, int | None]):
             )
 
 
-class KafkaRawSource(FixedPartitionedSource[RawMessage, int | None]):
+class KafkaRawSource(FixedPartitionedSource[RawMessage | DeadLetter, int | None]):
     """Raw payloads from one Kafka topic as :class:`~schemas.models.RawMessage` items.
 
     ``settings`` gives the brokers unless ``config.bootstrap_servers`` is set.
