@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from connectors.runtime.metrics_server import port_for_process
 from schemas.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,12 +170,20 @@ def test_compose_prometheus_and_grafana_agree_with_the_local_setup() -> None:
     compose = _yaml(REPO / "deploy" / "prometheus" / "prometheus.compose.yml")
     job = compose["scrape_configs"][0]
     assert f"job_name: {job['job_name']}" in local
-    targets = {t for group in job["static_configs"] for t in group["targets"]}
+    targets = {
+        t: group["labels"]["component"] for group in job["static_configs"] for t in group["targets"]
+    }
     api_port = services["api"]["command"][services["api"]["command"].index("--port") + 1]
-    flow_env = services["flow"]["environment"]
-    assert flow_env["STREAMFORGE_METRICS_PORT"] == Settings.model_fields["metrics_port"].default
-    assert targets == {f"api:{api_port}", f"flow:{flow_env['STREAMFORGE_METRICS_PORT']}"}
-    assert flow_env["STREAMFORGE_METRICS_HOST"] == "0.0.0.0"
+    # The gateway and every flow process, each on its metrics port: base + process id.
+    expected = {f"api:{api_port}": "api"}
+    for name in ("gateway", "flow-0", "flow-1"):
+        env, command = services[name]["environment"], services[name]["command"]
+        assert env["STREAMFORGE_METRICS_PORT"] == Settings.model_fields["metrics_port"].default
+        assert env["STREAMFORGE_METRICS_HOST"] == "0.0.0.0"
+        pid = int(command[command.index("-i") + 1]) if "-i" in command else 0
+        port = port_for_process(env, pid)
+        expected[f"{name}:{port}"] = "gateway" if name == "gateway" else "flow"
+    assert targets == expected
     # Grafana's TimescaleDB datasource logs in as the database's own user.
     grafana, db = services["grafana"]["environment"], services["timescaledb"]["environment"]
     for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
