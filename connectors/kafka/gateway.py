@@ -223,16 +223,16 @@ class _NotConfirmedError(RuntimeError):
     """Kafka did not confirm every record of a send."""
 
 
-class SpoolSinkPartition(StatefulSinkPartition[GatewayItem, None]):
+class SpoolSinkPartition(StatefulSinkPartition[list[bytes], None]):
     """One spool directory and its forwarder."""
 
     def __init__(self, spool: Spool, forwarder: SpoolForwarder) -> None:
         self.spool = spool
         self.forwarder = forwarder
 
-    def write_batch(self, items: list[GatewayItem]) -> None:
-        """Append the messages to the spool; returns once they are on disk."""
-        records = [record for _key, messages in items for record in messages]
+    def write_batch(self, items: list[list[bytes]]) -> None:
+        """Append the messages (Bytewax strips the routing keys) to the spool, synced."""
+        records = [record for messages in items for record in messages]
         self.spool.append(records)
 
     def snapshot(self) -> None:
@@ -244,7 +244,7 @@ class SpoolSinkPartition(StatefulSinkPartition[GatewayItem, None]):
         self.spool.close()
 
 
-class SpoolSink(FixedPartitionedSink[GatewayItem, None]):
+class SpoolSink(FixedPartitionedSink[list[bytes], None]):
     """``spool_partitions`` spools under ``spool.path`` (``part-<i>``), each forwarded to Kafka.
 
     Items are routed by key: a series bucket's number (``flows.gateway``

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -173,6 +174,11 @@ class SimulatedServer:
         self.port = port or free_port()
         self.framer = FramerType.RTU if framer == "rtu" else FramerType.SOCKET
         self._counts: Counter[tuple[int, int]] = Counter()
+        self.counters: dict[int, int] = {}
+        """unit id -> a holding register that counts the reads served (one more per read):
+        each poll's value is then its number, so a client's readings show any poll lost."""
+        self.busy = False
+        """While true, every request is answered with the exception 'device busy', not counted."""
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: asyncio.Future[None] | None = None
@@ -184,14 +190,20 @@ class SimulatedServer:
         self,
         unit_id: int,
         function_code: int,
-        _start: int,
+        start: int,
         _address: int,
         _count: int,
-        _registers: list[int],
+        registers: list[int],
         _values: Any,
-    ) -> None:
+    ) -> ExcCodes | None:
+        if self.busy:
+            return ExcCodes.DEVICE_BUSY
         with self._lock:
             self._counts[(unit_id, function_code)] += 1
+            counter = self.counters.get(unit_id)
+            if counter is not None and function_code == 3 and 0 <= counter - start < len(registers):
+                registers[counter - start] = (registers[counter - start] + 1) & 0xFFFF
+        return None
 
     def requests(self, unit_id: int | None = None, function_code: int | None = None) -> int:
         """Requests served so far, optionally of one unit id and/or function code."""
