@@ -41,6 +41,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connectors.kafka.admin import admin_client, ensure_topics
 from connectors.kafka.gateway_config import GatewayConfig
+from connectors.kafka.producer import LIBRDKAFKA_LOG
 from connectors.kafka.sink_config import TopicSpec, retention_ms
 from connectors.runtime.logs import get_logger
 from connectors.runtime.metrics import counter
@@ -49,7 +50,6 @@ from schemas.models import SCHEMA_VERSION
 from schemas.settings import Settings
 
 log = get_logger("connectors.kafka.gateway")
-LIBRDKAFKA_LOG = get_logger("connectors.librdkafka")
 
 FORWARDED = counter(
     "streamforge_gateway_forwarded_records_total", "Spooled messages Kafka confirmed, by spool"

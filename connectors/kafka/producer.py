@@ -58,7 +58,7 @@ from orjson import JSONEncodeError, dumps
 
 from connectors.kafka.admin import admin_client, ensure_topics, topic_max_message_bytes
 from connectors.kafka.sink_config import KafkaSinkConfig
-from connectors.runtime.logs import get_logger
+from connectors.runtime.logs import RepeatFilter, get_logger
 from connectors.runtime.metrics import counter, gauge
 from schemas.decode_reasons import payload_text
 from schemas.models import (
@@ -77,7 +77,10 @@ from schemas.models import (
 
 log = get_logger("connectors.kafka.sink")
 LIBRDKAFKA_LOG = get_logger("connectors.librdkafka")
-"""librdkafka's own log lines, as JSON logs like the rest (instead of raw stderr)."""
+"""librdkafka's own log lines, as JSON logs like the rest (instead of raw stderr); a line
+repeated within 10 s (each client's every failed connection attempt while a broker is
+down) is held back and counted in the next one's ``repeated``."""
+LIBRDKAFKA_LOG.addFilter(RepeatFilter(10.0))
 
 PRODUCED = counter("streamforge_kafka_produced_total", "Records queued to Kafka, by topic")
 DELIVERY_ERRORS = counter(

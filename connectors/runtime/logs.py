@@ -25,6 +25,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +51,42 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+class RepeatFilter(logging.Filter):
+    """Lets one line of a given text through per ``interval`` seconds; counts the rest.
+
+    For chatty loggers that repeat themselves while something is down
+    (librdkafka logs each failed connection attempt of each client). The
+    next line let through carries ``repeated``: how many were held back.
+
+    >>> quiet = RepeatFilter(interval=10.0)
+    >>> line = logging.makeLogRecord({"msg": "connect failed"})
+    >>> [quiet.filter(line) for _ in range(3)]
+    [True, False, False]
+    """
+
+    def __init__(self, interval: float = 10.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[float, int]] = {}  # text -> (when let through, held back)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(text)
+            if last is not None and now - last[0] < self.interval:
+                self._last[text] = (last[0], last[1] + 1)
+                return False
+            if len(self._last) > 1000:
+                self._last.clear()
+            self._last[text] = (now, 0)
+        if last is not None and last[1]:
+            record.repeated = last[1]
+        return True
 
 
 _configured = False

@@ -242,6 +242,7 @@ def test_a_kafka_outage_of_a_minute_loses_and_doubles_nothing_from_modbus_opcua_
         gateway.start()
         ingest.start()
         wait_until(lambda: len(_values(database, "plc-1", "poll")) > 10, 60, "first polls stored")
+        wait_until(lambda: _metric(metrics_port, "streamforge_mqtt_connected") >= 1, 60, "MQTT")
         _kafka_down()
         outage_started = time.monotonic()
         publisher.publish(int(MQTT_RATE * 10), MQTT_RATE)
@@ -319,6 +320,7 @@ def test_a_gateway_killed_mid_spool_forwards_everything_once_after_its_restart(
         gateway.start()
         ingest.start()
         wait_until(lambda: len(_values(database, "plc-1", "poll")) > 5, 60, "first polls stored")
+        wait_until(lambda: _metric(metrics_port, "streamforge_mqtt_connected") >= 1, 60, "MQTT")
         _kafka_down()
         publisher.publish(int(MQTT_RATE * 10), MQTT_RATE)
         assert _metric(metrics_port, "streamforge_spool_records") > 0
@@ -356,4 +358,117 @@ def test_a_gateway_killed_mid_spool_forwards_everything_once_after_its_restart(
     finally:
         publisher.close()
         gateway.stop()
+        ingest.stop()
+
+
+def test_a_full_spool_blocks_or_drops_its_oldest_as_configured_and_counts_it(
+    tmp_path: Path,
+    database: str,
+    modbus: SimulatedServer,
+    mqtt_address: tuple[str, int],
+    kafka_restored: None,
+) -> None:
+    """Two gateways with a 64 KiB spool through one outage: one blocks, one drops its oldest.
+
+    ``block`` (the default) holds the MQTT source back (the broker keeps the
+    messages), so everything arrives once Kafka is back; ``drop_oldest``
+    drops whole segments of the oldest messages, counts them, and keeps the
+    newest. Both write to one raw topic read by one ingest flow.
+    """
+    uid = uuid.uuid4().hex[:8]
+    raw = f"gwtest.{uid}.raw"
+    topics = {policy: f"gwtest/{uid}/{policy}/mqtt-{policy}/seq" for policy in ("block", "drop")}
+    gateways: dict[str, tuple[FlowProcess, int]] = {}
+    for policy, topic in topics.items():
+        config = _config(
+            tmp_path / policy,
+            database,
+            modbus.port,
+            None,
+            topic.replace(f"mqtt-{policy}", "mqtt-1"),
+            raw,
+            max_bytes="64KiB",
+            segment_bytes="16KiB",
+            when_full="drop_oldest" if policy == "drop" else "block",
+        )
+        config["sources"] = [s for s in config["sources"] if s["type"] == "mqtt"]
+        subscription = config["sources"][0]["subscriptions"][0]
+        subscription["topic"] = f"gwtest/{uid}/{policy}/{{device}}/{{metric}}"
+        config["sources"][0]["client_id"] = f"gw-{policy}-{uid}"
+        gateways[policy] = _gateway(config, tmp_path / policy)
+    ingest = _ingest(config, tmp_path / "ingest")
+    publishers = {policy: Publisher(*mqtt_address, topic) for policy, topic in topics.items()}
+    try:
+        for gateway, _port in gateways.values():
+            gateway.start()
+        ingest.start()
+        wait_until(
+            lambda: all(
+                _metric(port, "streamforge_mqtt_connected") >= 1 for _, port in gateways.values()
+            ),
+            60,
+            "the gateways subscribed",
+        )
+        for publisher in publishers.values():
+            publisher.publish(5, 50)
+        wait_until(
+            lambda: all(len(_values(database, f"mqtt-{policy}", "seq")) == 5 for policy in topics),
+            60,
+            "first messages stored",
+        )
+        _kafka_down()
+        for _ in range(10):  # ~1,500 messages each, over 200 KB in the spool: 3x its limit
+            for publisher in publishers.values():
+                publisher.publish(150, 1000)
+        block_port, drop_port = gateways["block"][1], gateways["drop"][1]
+        wait_until(
+            lambda: _metric(drop_port, "streamforge_spool_dropped_records_total") > 0,
+            30,
+            "drop_oldest dropping",
+        )
+        assert _metric(block_port, "streamforge_spool_bytes") <= 65536
+        assert _metric(drop_port, "streamforge_spool_bytes") <= 65536
+        _kafka_up()
+        wait_until(
+            lambda: _metric(block_port, "streamforge_spool_blocked_seconds_total") > 0,
+            60,
+            "the blocked time counted",
+        )
+        for publisher in publishers.values():
+            publisher.publish(5, 50)
+        block_sent = publishers["block"].sent
+        drop_sent = publishers["drop"].sent
+        wait_until(
+            lambda: (
+                len(_values(database, "mqtt-block", "seq")) >= block_sent
+                and drop_sent - 1 in _values(database, "mqtt-drop", "seq")
+            ),
+            120,
+            "the newest messages stored",
+        )
+        time.sleep(2)
+        # block: nothing lost, nothing doubled
+        assert sorted(_values(database, "mqtt-block", "seq")) == [
+            float(i) for i in range(block_sent)
+        ]
+        assert _metric(block_port, "streamforge_spool_dropped_records_total") == 0
+        # drop_oldest: one run of the oldest spooled messages is gone, the rest once each
+        kept = sorted(_values(database, "mqtt-drop", "seq"))
+        assert len(kept) == len(set(kept))
+        missing = sorted(set(range(drop_sent)) - {int(v) for v in kept})
+        assert missing, "some messages were dropped"
+        assert missing == list(range(missing[0], missing[-1] + 1)), "the oldest, in one run"
+        assert missing[0] >= 5, "what Kafka had before the outage is not touched"
+        assert drop_sent - 1 - missing[-1] >= 5, "the newest are kept"
+        dropped = _metric(drop_port, "streamforge_spool_dropped_records_total")
+        blocked = _metric(block_port, "streamforge_spool_blocked_seconds_total")
+        print(
+            f"drop_oldest: {len(missing)} of {drop_sent} messages dropped, counted as"
+            f" {dropped:.0f} spool records; block: {blocked:.1f} s blocked"
+        )
+    finally:
+        for publisher in publishers.values():
+            publisher.close()
+        for gateway, _port in gateways.values():
+            gateway.stop()
         ingest.stop()
