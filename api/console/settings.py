@@ -5,6 +5,8 @@
 ('streamforge.telemetry', 60.0, 900.0)
 >>> ConsoleSettings(metrics_targets="127.0.0.1:9400, 127.0.0.1:9401").targets()
 ['127.0.0.1:9400', '127.0.0.1:9401']
+>>> ConsoleSettings().gateways(), ConsoleSettings(gateway_targets="").gateways()
+(['127.0.0.1:9410'], [])
 """
 
 from __future__ import annotations
@@ -35,7 +37,27 @@ class ConsoleSettings(BaseSettings):
         description="host:port of each flow process's metrics server (Pipeline page), "
         "comma-separated.",
     )
+    gateway_targets: str = Field(
+        "127.0.0.1:9410",
+        description="host:port of each edge gateway's metrics server (flows.gateway, its "
+        "STREAMFORGE_METRICS_PORT; make demo: 9410), comma-separated; empty: no gateways "
+        "on the Pipeline page.",
+    )
+    gateway_max_age_s: float = Field(
+        60.0,
+        gt=0,
+        description="The Pipeline page warns when a gateway's oldest spooled record, not yet "
+        "forwarded to Kafka, is older than this.",
+    )
 
     def targets(self) -> list[str]:
         """The metrics targets as a list."""
-        return [t.strip() for t in self.metrics_targets.split(",") if t.strip()]
+        return _split(self.metrics_targets)
+
+    def gateways(self) -> list[str]:
+        """The gateways' metrics targets as a list."""
+        return _split(self.gateway_targets)
+
+
+def _split(targets: str) -> list[str]:
+    return [t.strip() for t in targets.split(",") if t.strip()]

@@ -1,7 +1,8 @@
 """The console's page and the data only it needs (the rest is the REST API's own).
 
 >>> sorted(r.path for r in router.routes)
-['/', '/console/api/dead-letters', '/console/api/me', '/console/api/pipeline', '/console/api/plant']
+['/', '/console/api/dead-letters', '/console/api/gateways', '/console/api/me',
+ '/console/api/pipeline', '/console/api/plant']
 >>> device_status(30.0, ConsoleSettings()), device_status(600.0, ConsoleSettings())
 ('online', 'stale')
 >>> device_status(None, ConsoleSettings())
@@ -19,7 +20,7 @@ roles and tenant isolation apply unchanged; live updates come from
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -27,7 +28,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
 from api.console import STATIC_DIR
-from api.console.pipeline import scrape
+from api.console.pipeline import gateway_figures, scrape
 from api.console.settings import ConsoleSettings
 from api.deps import Admin, Caller, TenantDB
 
@@ -159,3 +160,16 @@ async def pipeline(_admin: Admin) -> list[dict[str, Any]]:
     Admins only: a flow process's counters are not split by tenant.
     """
     return await scrape(console_settings().targets())
+
+
+@router.get("/console/api/gateways", summary="Edge gateway spool figures (admin)")
+async def gateways(_admin: Admin) -> list[dict[str, Any]]:
+    """Each gateway's spool (bytes, records, oldest record's age), forwarded and dropped records.
+
+    From each ``STREAMFORGE_CONSOLE_GATEWAY_TARGETS`` metrics server; ``warnings``
+    names records dropped and an oldest record older than ``gateway_max_age_s``.
+    Admins only, as the flow processes' figures.
+    """
+    settings = console_settings()
+    figures = partial(gateway_figures, max_age_s=settings.gateway_max_age_s)
+    return await scrape(settings.gateways(), figures=figures)

@@ -133,9 +133,17 @@ class SpoolForwarder:
     def _extra(self, step: str, **more: Any) -> dict[str, Any]:
         return {"step": step, "spool": self.spool.name, "topic": self.config.topic, **more}
 
+    def _pause(self, seconds: float) -> None:
+        """Wait before a retry, keeping the spool's gauges current (its oldest record ages)."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            self.spool.publish_metrics()
+            self._stop.wait(min(1.0, deadline - time.monotonic()))
+
     def _run(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
+            self.spool.publish_metrics()
             try:
                 if not self._topics_ready:
                     self._create_topic()
@@ -159,7 +167,7 @@ class SpoolForwarder:
                     ),
                 )
                 self.spool.rewind()
-                self._stop.wait(backoff)
+                self._pause(backoff)
                 backoff = min(backoff * 2, 30.0)
             except KafkaException as exc:
                 log.warning(
@@ -167,12 +175,12 @@ class SpoolForwarder:
                     extra=self._extra("forward", error=str(exc.args[0]), retry_in_s=backoff),
                 )
                 self.spool.rewind()
-                self._stop.wait(backoff)
+                self._pause(backoff)
                 backoff = min(backoff * 2, 30.0)
             except Exception:  # a forwarder must not die silently: log and retry
                 log.exception("spool forwarder failed; retrying", extra=self._extra("forward"))
                 self.spool.rewind()
-                self._stop.wait(backoff)
+                self._pause(backoff)
                 backoff = min(backoff * 2, 30.0)
 
     def _create_topic(self) -> None:

@@ -230,6 +230,11 @@ class Spool:
         oldest = self._oldest
         return 0.0 if oldest is None else max(0.0, self._clock() - oldest)
 
+    def publish_metrics(self) -> None:
+        """Set the spool's gauges now (the oldest record's age grows while nothing happens)."""
+        with self._cond:
+            self._publish()
+
     def _publish(self) -> None:
         SPOOL_BYTES.set(self._pending_bytes, **self._labels)
         SPOOL_RECORDS.set(self._pending_records, **self._labels)

@@ -7,7 +7,10 @@ Test modules load it as a plugin::
 The API runs as a real process (``uvicorn api.main:app``) on a database of
 its own (the API tests' fixture data: tenants ``plant-a`` and ``plant-b``,
 keys per role), with fresh readings of ``press-1`` over the last ten
-minutes so the Device page has something to draw. Chromium is the Debian
+minutes so the Device page has something to draw. Its gateway metrics
+targets are a :class:`FakeMetrics` server on loopback (a stand-in for an
+edge gateway's ``/metrics``, serving whatever text a test gives it) and a
+free port (a gateway that is down). Chromium is the Debian
 package (``deploy/browser.sh`` installs it), driven by Playwright for
 Python through ``executable_path``: Playwright's own browser download is
 not needed.
@@ -20,11 +23,13 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +59,38 @@ def chromium_path() -> str:
     return found
 
 
+class FakeMetrics:
+    """A real HTTP server on loopback answering ``GET /metrics`` with :attr:`text`.
+
+    The console scrapes it as it scrapes a gateway process's metrics server.
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                found = self.path == "/metrics"
+                body = fake.text.encode() if found else b"not found"
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.target = f"127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 @dataclass
 class Console:
     """A running console: its URL, its world, its topics, its database connection."""
@@ -63,6 +100,9 @@ class Console:
     telemetry_topic: str
     bootstrap: str
     db: psycopg.Connection[Any]
+    gateway: FakeMetrics
+    """The first gateway metrics target; the second (:attr:`gateway_down`) answers nothing."""
+    gateway_down: str
 
     def produce(self, topic: str, records: list[tuple[str, bytes]]) -> float:
         """Produce (key, value) records and wait for Kafka's ack; the wall time after the ack."""
@@ -137,6 +177,7 @@ def console(database_url: str, kafka_bootstrap: str) -> Iterator[Console]:
         for f in admin.create_topics([NewTopic(telemetry, 3, 1)]).values():
             f.result(10)
         port = free_port()
+        gateway, gateway_down = FakeMetrics(), f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
         env.update(
             STREAMFORGE_DATABASE_URL=world.url,
@@ -150,6 +191,8 @@ def console(database_url: str, kafka_bootstrap: str) -> Iterator[Console]:
             STREAMFORGE_CONSOLE_TELEMETRY_TOPIC=telemetry,
             STREAMFORGE_CONSOLE_TICK_S="0.2",
             STREAMFORGE_CONSOLE_METRICS_TARGETS=f"127.0.0.1:{free_port()}",
+            STREAMFORGE_CONSOLE_GATEWAY_TARGETS=f"{gateway.target},{gateway_down}",
+            STREAMFORGE_CONSOLE_GATEWAY_MAX_AGE_S="60",
         )
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
@@ -169,8 +212,9 @@ def console(database_url: str, kafka_bootstrap: str) -> Iterator[Console]:
                 assert time.monotonic() < deadline, "the API was not ready within 60 s"
                 time.sleep(0.2)
             with psycopg.connect(world.url, autocommit=True) as db:
-                yield Console(url, world, telemetry, kafka_bootstrap, db)
+                yield Console(url, world, telemetry, kafka_bootstrap, db, gateway, gateway_down)
         finally:
+            gateway.close()
             proc.terminate()
             try:
                 proc.wait(10)

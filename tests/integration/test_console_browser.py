@@ -3,8 +3,10 @@
 Log in, see the plant fill in and go live, open a device and see its chart
 draw, watch a new alarm arrive from Kafka without a reload, acknowledge it
 and find the acknowledgement in the database; a viewer gets a 403 for the
-same click. The last test measures the delay from an alarm acknowledged by
-Kafka to its row in the page over 100 alarms (p50/p99, printed and written to
+same click. The Pipeline page shows a gateway's spool from a stand-in
+``/metrics`` server and warns about its drops and old records. The last
+test measures the delay from an alarm acknowledged by Kafka to its row in
+the page over 100 alarms (p50/p99, printed and written to
 ``build/console-latency.json``).
 """
 
@@ -133,13 +135,57 @@ def test_a_viewer_cannot_acknowledge(browser: Any, console: Console) -> None:
 def test_pipeline_page_shows_flows_and_process_figures_to_an_admin(
     browser: Any, console: Console
 ) -> None:
+    console.gateway.text = _gateway_metrics(forwarded=1000)
     page = login(browser, console, "admin")
     page.click('#nav a[data-page="pipeline"]')
     page.wait_for_selector("body[data-ready=pipeline]")
     # The configured metrics target is a free port: shown as down, with the reason.
     assert "down" in page.inner_text("#processes")
+
+    # Gateways: one served by a stand-in /metrics server on loopback, one down.
+    row = page.locator(f'#gateways tr[data-target="{console.gateway.target}"]')
+    cells = [c.strip() for c in row.locator("td").all_inner_texts()]
+    assert cells[:5] == [console.gateway.target, "up", "50", "5.0 KiB", "12 s"], cells
+    assert cells[6:] == ["0", "0", ""], cells  # no drops, no failures, no warnings
+    assert row.get_attribute("class") == ""
+    assert "down" in page.inner_text(f'#gateways tr[data-target="{console.gateway_down}"]')
+    # The forward rate: the forwarded counter's change between two polls (every 2 s).
+    console.gateway.text = _gateway_metrics(forwarded=1400)
+    page.wait_for_function(
+        "t => parseFloat(document.querySelector(`#gateways tr[data-target='${t}'] td:nth-child(6)`)"
+        ".textContent) > 0",
+        arg=console.gateway.target,
+    )
+    # Drops and a record older than STREAMFORGE_CONSOLE_GATEWAY_MAX_AGE_S (60): warned about.
+    console.gateway.text = _gateway_metrics(forwarded=1400, dropped_full=7, oldest=75)
+    page.wait_for_selector(f'#gateways tr.gateway-warn[data-target="{console.gateway.target}"]')
+    warnings = row.locator("td.warnings").inner_text()
+    assert "7 records dropped (full 7)" in warnings, warnings
+    assert "oldest record 75 s old (over 60 s)" in warnings, warnings
+    assert row.locator("td").nth(6).inner_text().strip() == "7 (full 7)"
     screenshot(page, "pipeline")
     page.close()
+
+
+def _gateway_metrics(forwarded: int, dropped_full: int = 0, oldest: float = 12.0) -> str:
+    """What a gateway with two spools serves (connectors/runtime/spool.py, kafka/gateway.py)."""
+    drops = f'streamforge_spool_dropped_records_total{{reason="full",spool="0"}} {dropped_full}'
+    return f"""\
+# TYPE streamforge_spool_bytes gauge
+streamforge_spool_bytes{{spool="0"}} 4096.0
+streamforge_spool_bytes{{spool="1"}} 1024.0
+# TYPE streamforge_spool_records gauge
+streamforge_spool_records{{spool="0"}} 40.0
+streamforge_spool_records{{spool="1"}} 10.0
+# TYPE streamforge_spool_oldest_age_seconds gauge
+streamforge_spool_oldest_age_seconds{{spool="0"}} {oldest}
+streamforge_spool_oldest_age_seconds{{spool="1"}} 2.0
+# TYPE streamforge_spool_dropped_records_total counter
+{drops if dropped_full else ""}
+# TYPE streamforge_gateway_forwarded_records_total counter
+streamforge_gateway_forwarded_records_total{{spool="0"}} {forwarded}
+streamforge_gateway_forwarded_records_total{{spool="1"}} 0
+"""
 
 
 def test_alarm_delay_from_kafka_to_the_page(browser: Any, console: Console) -> None:

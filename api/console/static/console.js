@@ -37,11 +37,22 @@ async function api(path, options = {}) {
 
 function age(ts) {
   if (!ts) return "–";
-  const s = Math.max(0, (Date.now() - new Date(ts)) / 1000);
+  return seconds((Date.now() - new Date(ts)) / 1000);
+}
+
+function seconds(s) {
+  s = Math.max(0, s);
   if (s < 90) return `${Math.round(s)} s`;
   if (s < 5400) return `${Math.round(s / 60)} min`;
   if (s < 172800) return `${Math.round(s / 3600)} h`;
   return `${Math.round(s / 86400)} d`;
+}
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${i ? n.toFixed(1) : n.toFixed(0)} ${units[i]}`;
 }
 
 function fmt(v) {
@@ -331,6 +342,9 @@ async function pipelineView() {
     <th>Uptime</th><th>Restarts</th><th>Last error</th><th></th></tr></thead><tbody></tbody></table>
     <h2>Flow processes</h2><table id="processes"><thead><tr><th>Metrics at</th><th>Up</th><th>Readings/s</th>
     <th>Dead letters/s</th><th>Kafka lag</th><th>Writer queue</th><th>Errors</th></tr></thead><tbody></tbody></table>
+    <h2>Gateways</h2><table id="gateways"><thead><tr><th>Metrics at</th><th>Up</th><th>Spooled records</th>
+    <th>Spooled bytes</th><th>Oldest record</th><th>Forwarded/s</th><th>Dropped</th><th>Forward failures</th>
+    <th>Warnings</th></tr></thead><tbody></tbody></table>
     <h2>Latest dead letters</h2><table id="dead"><thead><tr><th>Received</th><th>Source</th><th>Step</th>
     <th>Reason</th><th>Payload</th></tr></thead><tbody></tbody></table>`;
   let last = null, timer = null;
@@ -343,18 +357,35 @@ async function pipelineView() {
         `<button data-flow="${esc(f.name)}" data-act="${a}">${a}</button>`).join(" ") : ""}</td></tr>`).join("")
       || `<tr><td colspan="7" class="muted">No flows defined through the API.</td></tr>`;
     if (can("admin")) {
-      const now = performance.now() / 1000, procs = await api("/console/api/pipeline");
-      $("#processes tbody").innerHTML = procs.map((p) => {
-        const prev = last?.procs.find((x) => x.target === p.target);
-        const dt = last ? now - last.t : 0;
-        const rate = (k) => (prev && p.up && prev.up && dt > 0 ? ((p[k] - prev[k]) / dt).toFixed(1) : "–");
-        return `<tr><td>${esc(p.target)}</td><td>${p.up ? "up" : `<span class="raised" title="${esc(p.error)}">down</span>`}</td>
-          <td>${rate("readings")}</td><td>${rate("dead_letters")}</td><td>${p.up ? p.kafka_lag : "–"}</td>
-          <td>${p.up ? p.writer_queued : "–"}</td><td>${p.up ? p.errors : "–"}</td></tr>`;
-      }).join("");
-      last = { t: now, procs };
+      const now = performance.now() / 1000;
+      const [procs, gws] = await Promise.all([api("/console/api/pipeline"), api("/console/api/gateways")]);
+      const dt = last ? now - last.t : 0;
+      // A counter's change between two polls over the time between them; "–" until there are two.
+      const rater = (prevs) => (p, k) => {
+        const prev = prevs?.find((x) => x.target === p.target);
+        return prev && p.up && prev.up && dt > 0 ? (Math.max(0, p[k] - prev[k]) / dt).toFixed(1) : "–";
+      };
+      const down = (p) => `<span class="raised" title="${esc(p.error)}">down</span>`;
+      const rate = rater(last?.procs);
+      $("#processes tbody").innerHTML = procs.map((p) => `<tr><td>${esc(p.target)}</td><td>${p.up ? "up" : down(p)}</td>
+          <td>${rate(p, "readings")}</td><td>${rate(p, "dead_letters")}</td><td>${p.up ? p.kafka_lag : "–"}</td>
+          <td>${p.up ? p.writer_queued : "–"}</td><td>${p.up ? p.errors : "–"}</td></tr>`).join("");
+      const gwRate = rater(last?.gws);
+      $("#gateways tbody").innerHTML = gws.map((g) => {
+        if (!g.up) return `<tr data-target="${esc(g.target)}"><td>${esc(g.target)}</td><td>${down(g)}</td><td colspan="7">–</td></tr>`;
+        const reasons = Object.entries(g.dropped).filter(([, n]) => n > 0).map(([r, n]) => `${esc(r)} ${n}`).join(", ");
+        const warn = g.warnings.length > 0;
+        return `<tr data-target="${esc(g.target)}" class="${warn ? "gateway-warn" : ""}"><td>${esc(g.target)}</td><td>up</td>
+          <td>${g.spool_records}</td><td>${bytes(g.spool_bytes)}</td>
+          <td class="${g.oldest_age_s > g.max_age_s ? "raised" : ""}">${g.spool_records > 0 ? seconds(g.oldest_age_s) : "–"}</td>
+          <td>${gwRate(g, "forwarded")}</td><td class="${g.dropped_total > 0 ? "raised" : ""}">${g.dropped_total}${reasons ? ` (${reasons})` : ""}</td>
+          <td>${g.forward_failures}</td>
+          <td class="warnings">${g.warnings.map((w) => `<span class="badge warning">⚠ ${esc(w)}</span>`).join(" ")}</td></tr>`;
+      }).join("") || `<tr><td colspan="9" class="muted">No gateway metrics configured (STREAMFORGE_CONSOLE_GATEWAY_TARGETS).</td></tr>`;
+      last = { t: now, procs, gws };
     } else {
       $("#processes tbody").innerHTML = `<tr><td colspan="7" class="muted">Process figures are for admins (they are not split by tenant).</td></tr>`;
+      $("#gateways tbody").innerHTML = `<tr><td colspan="9" class="muted">Gateway figures are for admins (they are not split by tenant).</td></tr>`;
     }
     const dead = await api("/console/api/dead-letters?limit=20");
     $("#dead tbody").innerHTML = dead.map((d) => `<tr><td>${new Date(d.received_at).toLocaleString()}</td><td>${esc(d.source)}</td>
