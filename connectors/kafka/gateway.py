@@ -64,15 +64,18 @@ GatewayItem = tuple[str, list[bytes]]
 
 
 def spooled(topic: str, key: bytes, kind: str, value: bytes) -> bytes:
-    """One message as the spool keeps it: a JSON line ``[topic, key, kind]``, then the value."""
-    return orjson.dumps([topic, key.decode("utf-8", "surrogateescape"), kind]) + b"\n" + value
+    """One message as the spool keeps it: a JSON line ``[topic, key, kind]``, then the value.
+
+    (The key goes as latin-1 text: any bytes survive the trip through JSON.)
+    """
+    return orjson.dumps([topic, key.decode("latin-1"), kind]) + b"\n" + value
 
 
 def unspool(record: bytes) -> tuple[str, bytes, str, bytes]:
     """(topic, key, kind, value) of a :func:`spooled` record."""
     head, _, value = record.partition(b"\n")
     topic, key, kind = orjson.loads(head)
-    return topic, key.encode("utf-8", "surrogateescape"), kind, value
+    return topic, key.encode("latin-1"), kind, value
 
 
 def gateway_id(config: GatewayConfig) -> str:

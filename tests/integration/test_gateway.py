@@ -321,6 +321,8 @@ def test_a_gateway_killed_mid_spool_forwards_everything_once_after_its_restart(
         ingest.start()
         wait_until(lambda: len(_values(database, "plc-1", "poll")) > 5, 60, "first polls stored")
         wait_until(lambda: _metric(metrics_port, "streamforge_mqtt_connected") >= 1, 60, "MQTT")
+        # rejected at the gateway, it travels on the raw topic and is stored as it was
+        publisher.client.publish(topic, b"not json", qos=1).wait_for_publish(10)
         _kafka_down()
         publisher.publish(int(MQTT_RATE * 10), MQTT_RATE)
         assert _metric(metrics_port, "streamforge_spool_records") > 0
@@ -355,6 +357,11 @@ def test_a_gateway_killed_mid_spool_forwards_everything_once_after_its_restart(
         assert sorted(_values(database, "mqtt-1", "seq")) == [
             float(i) for i in range(publisher.sent)
         ]
+        with psycopg.connect(database) as conn:
+            letters = conn.execute(
+                "SELECT origin, source, step, payload FROM dead_letters"
+            ).fetchall()
+        assert letters == [(topic, "mqtt", "decode", "not json")]
     finally:
         publisher.close()
         gateway.stop()
