@@ -59,6 +59,9 @@ FORWARD_FAILURES = counter(
     "Sends from the spool Kafka did not confirm in forward_timeout (retried), by spool",
 )
 
+_MAX_BACKOFF = 5.0
+"""Most seconds between two attempts to reach Kafka: the spool drains soon after it is back."""
+
 GatewayItem = tuple[str, list[bytes]]
 """What :class:`SpoolSink` takes: (routing key, spooled messages)."""
 
@@ -90,7 +93,8 @@ class SpoolForwarder:
     Kafka confirmed every one (``acks=all``, idempotent producer). If any
     is not confirmed within ``forward_timeout`` (Kafka down, slow, or
     refusing), the spool is rewound and the same records are sent again
-    after a backoff (0.5 s doubling to 30 s). The topic is created first,
+    after a backoff (0.5 s doubling to 5 s: a send to a Kafka that is still
+    down already waits ``forward_timeout``). The topic is created first,
     retried the same way while Kafka is unreachable.
     """
 
@@ -171,7 +175,7 @@ class SpoolForwarder:
                 )
                 self.spool.rewind()
                 self._pause(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
             except KafkaException as exc:
                 log.warning(
                     "kafka not reachable from the gateway; spooling meanwhile",
@@ -179,12 +183,12 @@ class SpoolForwarder:
                 )
                 self.spool.rewind()
                 self._pause(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
             except Exception:  # a forwarder must not die silently: log and retry
                 log.exception("spool forwarder failed; retrying", extra=self._extra("forward"))
                 self.spool.rewind()
                 self._pause(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
 
     def _create_topic(self) -> None:
         admin = admin_client(self.bootstrap_servers, self.config.producer_config)
