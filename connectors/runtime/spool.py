@@ -464,12 +464,14 @@ class Spool:
                 if segment.number < number:
                     continue
                 if segment.number > number:
-                    number, offset = segment.number, 0
+                    number, offset, tail = segment.number, 0, 0
                 if offset >= segment.size:
-                    continue
+                    continue  # read to its end: on to the next segment
                 data = self._read_segment(segment, offset, max_bytes)
-                position = tail = 0
+                position = 0
                 while position < len(data) and count < max_records and size < max_bytes:
+                    if position + HEADER.size > len(data):
+                        break  # this chunk ends inside a header: the next read has it
                     length, crc, stamp = HEADER.unpack_from(data, position)
                     start = position + HEADER.size
                     if start + length > len(data):
@@ -489,8 +491,8 @@ class Spool:
                     records.append(payload)
                     size += length
                 offset += position
-                if count >= max_records or size >= max_bytes:
-                    break
+                if offset < segment.size:
+                    break  # a limit, or the end of this chunk: go on from here next time
             self._read_at = (number, offset)
         if expired:
             DROPPED.inc(expired, reason="age", **self._labels)

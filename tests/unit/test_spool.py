@@ -168,3 +168,23 @@ def test_limits_are_validated_with_a_reason() -> None:
         SpoolConfig(max_bytes="1MiB", segment_bytes="512KiB")
     with pytest.raises(ValidationError, match="not a size"):
         SpoolConfig.model_validate({"max_bytes": "lots"})
+
+
+def test_reads_smaller_than_a_segment_lose_nothing_at_their_edges(tmp_path: Path) -> None:
+    """A read stops inside a segment (its byte limit, or a record cut by its chunk)."""
+    spool = Spool(_config(tmp_path, segment_bytes="256KiB", max_bytes="4MiB"), name="edges")
+    records = [bytes([i % 251]) * (1000 + 37 * (i % 50)) for i in range(1500)]  # ~3 MB
+    spool.append(records)
+    out: list[bytes] = []
+    reads = 0
+    while True:
+        batch = spool.read(max_records=100_000, max_bytes=70_000)
+        reads += 1
+        if not batch.count:
+            break
+        out.extend(batch.records)
+        spool.commit(batch)
+        assert spool.pending_records == len(records) - len(out)
+    assert out == records
+    assert reads > 40
+    assert spool.pending_bytes == 0
