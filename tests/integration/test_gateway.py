@@ -157,7 +157,6 @@ def _config(
             "spool": {
                 "path": str(tmp_path / "spool"),
                 "max_bytes": "64MiB",
-                "segment_bytes": "1MiB",
                 **spool,
             },
         },

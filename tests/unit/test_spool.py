@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from connectors.runtime.spool import DROPPED, Spool, SpoolBatch, SpoolConfig
@@ -188,3 +191,40 @@ def test_reads_smaller_than_a_segment_lose_nothing_at_their_edges(tmp_path: Path
     assert out == records
     assert reads > 40
     assert spool.pending_bytes == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 30_000), min_size=20, max_size=120),
+    appends=st.integers(1, 8),
+    read_bytes=st.integers(1, 200_000),
+    read_records=st.integers(1, 500),
+    reopen_every=st.integers(0, 6),
+)
+# reads larger than the 64 KiB chunk and smaller than a segment: chunks cut records
+@example(sizes=[20_000] * 60, appends=1, read_bytes=100_000, read_records=500, reopen_every=0)
+@example(sizes=[20_000] * 60, appends=3, read_bytes=70_000, read_records=7, reopen_every=2)
+def test_whatever_the_sizes_and_limits_every_record_comes_back_once_in_order(
+    sizes: list[int], appends: int, read_bytes: int, read_records: int, reopen_every: int
+) -> None:
+    """Appends, reads with small limits, commits and reopenings (as crashes) in any mix."""
+    with tempfile.TemporaryDirectory() as path:
+        config = SpoolConfig(path=path, max_bytes="16MiB", segment_bytes="256KiB")
+        records = [bytes([i % 256]) * size + i.to_bytes(4, "big") for i, size in enumerate(sizes)]
+        spool = Spool(config, name="any")
+        step = max(1, len(records) // appends)
+        for start in range(0, len(records), step):
+            spool.append(records[start : start + step])
+        out: list[bytes] = []
+        reads = 0
+        while True:
+            batch = spool.read(max_records=read_records, max_bytes=read_bytes)
+            if not batch.count:
+                break
+            out.extend(batch.records)
+            spool.commit(batch)
+            reads += 1
+            if reopen_every and reads % reopen_every == 0:
+                spool = Spool(config, name="any")  # as after SIGKILL: nothing closed
+        assert out == records
+        assert spool.pending_records == 0 and spool.pending_bytes == 0
