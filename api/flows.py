@@ -29,14 +29,33 @@ reconciles every ``interval`` seconds:
   log's last lines, restarted after a backoff (1 s doubling to 60 s, reset
   after 5 minutes of running), ``restarts`` + 1.
 * a newer generation: stopped and started again (``restarts`` + 1).
-* desired stopped or the row deleted: SIGTERM, SIGKILL after 10 s.
+* desired stopped or the row deleted: SIGTERM, SIGKILL after 10 s; a
+  deleted flow's directory is archived (renamed ``<name>.deleted-<UTC time>``).
+
+The recovery store belongs to one flow and one shape of it: ``state.json``
+beside it names the row's ``created_at`` and ``state_epoch`` it was made
+for. A flow deleted and created again under the same name (another
+``created_at``), or given a config of another shape with ``fresh_state``
+(``state_epoch`` + 1), finds a store made for something else: it is
+archived (``recovery.archived-<UTC time>``) and a new one created, so a flow
+never resumes state that is not its own.
 
 Then it writes ``status``, ``pids``, ``started_at``, ``restarts`` and
 ``last_error`` back to the row, so every API process can report them.
 Only one supervisor per database runs (``pg_try_advisory_lock``); another
 API process (``uvicorn --workers N``) stands by and takes over when the
-first one stops. Flows are children of the supervising process: they stop
-with it and are started again (resuming from recovery) by the next one.
+first one stops.
+
+**Flows outlive the API** (``keep_flows``, the API's
+``api_flows_outlive_api``, default true): flow processes run in sessions of
+their own, and a supervisor that stops leaves them running. The next one
+(a restarted API, or another API process taking over the lock) re-attaches
+to each process its row names in ``pids``, once ``/proc`` shows it alive
+and running with that flow's recovery store: status, pid, start time and
+restarts carry on, and stop, restart and crash handling work as for its
+own children (the exit status of an adopted process is not known, only
+that it exited). With ``keep_flows`` false, flows stop with their supervisor
+and the next one starts them again, resuming from their recovery stores.
 """
 
 from __future__ import annotations
@@ -44,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import signal
@@ -78,6 +98,56 @@ def default_command(recovery_dir: Path) -> list[str]:
             "-s", "5", "-b", "30"]  # fmt: skip
 
 
+class AdoptedProcess:
+    """A flow process started by an earlier supervisor: watched by pid, not as a child.
+
+    >>> import os
+    >>> me = AdoptedProcess(os.getpid())
+    >>> me.poll() is None, me.returncode
+    (True, None)
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """None while it runs; then -1 (its exit status went to whoever reaped it)."""
+        if self.returncode is None and not _alive(self.pid):
+            self.returncode = -1
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.05)
+        return -1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
 @dataclass
 class FlowProcess:
     """A running (or exited) flow process and what the supervisor knows about it."""
@@ -85,7 +155,7 @@ class FlowProcess:
     tenant: str
     name: str
     generation: int
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | AdoptedProcess | None = None
     started_at: datetime | None = None
     started_mono: float = 0.0
     restarts: int = 0
@@ -131,8 +201,10 @@ class FlowSupervisor:
         interval: float = 1.0,
         command: Callable[[Path], list[str]] = default_command,
         backoff_initial: float = 1.0,
+        keep_flows: bool = False,
     ) -> None:
         self.url = url
+        self.keep_flows = keep_flows
         self.backoff_initial = backoff_initial
         self.flows_dir = Path(flows_dir)
         self.interval = interval
@@ -148,12 +220,20 @@ class FlowSupervisor:
         self._task = asyncio.create_task(self._run(), name="flow-supervisor")
 
     async def stop(self) -> None:
-        """Stop the loop and every flow process it started."""
+        """Stop the loop, and every flow process it runs unless ``keep_flows``."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await asyncio.to_thread(self._stop_all)
+        if self.keep_flows:
+            running = [fp.name for fp in self.procs.values() if fp.pid_list()]
+            if running:
+                log.info(
+                    "flows keep running; the next supervisor re-attaches to them",
+                    extra={"step": "flows", "flows": running},
+                )
+        else:
+            await asyncio.to_thread(self._stop_all)
         if self._lock_conn is not None:
             await self._lock_conn.close()
 
@@ -191,15 +271,21 @@ class FlowSupervisor:
         async with await psycopg.AsyncConnection.connect(
             self.url, autocommit=True, row_factory=dict_row
         ) as conn:
-            cur = await conn.execute("SELECT tenant, name, config, desired, generation FROM flows")
+            cur = await conn.execute(
+                "SELECT tenant, name, config, desired, generation, created_at, state_epoch,"
+                " status, pids, started_at, restarts FROM flows"
+            )
             rows = {(r["tenant"], r["name"]): r for r in await cur.fetchall()}
             for key in [k for k in self.procs if k not in rows]:
-                await asyncio.to_thread(self._stop, self.procs.pop(key))
+                gone = self.procs.pop(key)
+                await asyncio.to_thread(self._stop, gone)
+                await asyncio.to_thread(self._archive_deleted, gone)
             for key, row in rows.items():
                 fp = self.procs.get(key)
                 if fp is None:
                     fp = self.procs[key] = FlowProcess(key[0], key[1], row["generation"])
                     fp.backoff = self.backoff_initial
+                    await asyncio.to_thread(self._adopt, fp, row)
                 before = (fp.status, fp.pid_list(), fp.restarts, fp.last_error)
                 await asyncio.to_thread(self._reconcile, fp, row)
                 if (fp.status, fp.pid_list(), fp.restarts, fp.last_error) != before:
@@ -209,6 +295,25 @@ class FlowSupervisor:
                         (fp.status, fp.pid_list(), fp.started_at, fp.restarts, fp.last_error,
                          fp.tenant, fp.name),
                     )  # fmt: skip
+
+    def _adopt(self, fp: FlowProcess, row: dict[str, Any]) -> None:
+        """Re-attach to the flow's process left running by an earlier supervisor, if any."""
+        if row.get("status") != "running":
+            return
+        recovery = str(self._home(fp) / "recovery")
+        for pid in row.get("pids") or []:
+            if _alive(pid) and recovery in _cmdline(pid):
+                fp.proc = AdoptedProcess(pid)
+                fp.status = "running"
+                fp.started_at = row.get("started_at")
+                fp.started_mono = time.monotonic()
+                fp.restarts = row.get("restarts") or 0
+                fp.log_path = self._home(fp) / "flow.log"
+                log.info(
+                    "re-attached to a running flow process",
+                    extra={"step": "flows", "flow": fp.name, "tenant": fp.tenant, "pid": pid},
+                )
+                return
 
     def _reconcile(self, fp: FlowProcess, row: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -221,8 +326,11 @@ class FlowSupervisor:
             fp.next_start = 0.0
         elif fp.proc is not None and not fp.alive:
             code = fp.proc.returncode
+            how = f"exited with status {code}"
+            if isinstance(fp.proc, AdoptedProcess):
+                how = "exited (status unknown: started by an earlier supervisor)"
             fp.status, fp.proc = "crashed", None
-            fp.last_error = f"exited with status {code}: " + (_tail(fp.log_path) or "(no output)")
+            fp.last_error = f"{how}: " + (_tail(fp.log_path) or "(no output)")
             fp.restarts += 1
             if fp.started_mono and now - fp.started_mono > STABLE_AFTER_S:
                 fp.backoff = self.backoff_initial
@@ -234,12 +342,51 @@ class FlowSupervisor:
             )
         if not fp.alive and now >= fp.next_start:
             fp.generation = row["generation"]
-            self._launch(fp, row["config"])
+            self._launch(fp, row["config"], self._store_owner(row))
 
-    def _launch(self, fp: FlowProcess, config: dict[str, Any]) -> None:
-        home = self.flows_dir / _directory_name(fp.tenant) / fp.name
-        recovery = home / "recovery"
+    def _home(self, fp: FlowProcess) -> Path:
+        return self.flows_dir / _directory_name(fp.tenant) / fp.name
+
+    @staticmethod
+    def _store_owner(row: dict[str, Any]) -> dict[str, Any]:
+        created = row.get("created_at")
+        return {
+            "created_at": created.isoformat() if created is not None else None,
+            "state_epoch": row.get("state_epoch", 0),
+        }
+
+    def _archive_deleted(self, fp: FlowProcess) -> None:
+        home = self._home(fp)
+        if home.exists():
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            home.rename(home.with_name(f"{fp.name}.deleted-{stamp}"))
+            log.info(
+                "deleted flow's directory archived",
+                extra={"step": "flows", "flow": fp.name, "tenant": fp.tenant},
+            )
+
+    def _own_store(self, home: Path, owner: dict[str, Any]) -> Path:
+        """The recovery store made for this flow and shape; another one is archived first."""
+        recovery, marker = home / "recovery", home / "state.json"
+        mine = json.dumps(owner, sort_keys=True)
+        # (A store without a marker predates it: adopted, as before.)
+        if recovery.exists() and marker.exists() and marker.read_text() != mine:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            recovery.rename(home / f"recovery.archived-{stamp}")
+            log.warning(
+                "recovery store made for another flow or shape archived; starting afresh",
+                extra={"step": "flows", "path": str(home), "owner": owner},
+            )
         recovery.mkdir(parents=True, exist_ok=True)
+        marker.write_text(mine)
+        return recovery
+
+    def _launch(
+        self, fp: FlowProcess, config: dict[str, Any], owner: dict[str, Any] | None = None
+    ) -> None:
+        home = self._home(fp)
+        home.mkdir(parents=True, exist_ok=True)
+        recovery = self._own_store(home, owner or {"created_at": None, "state_epoch": 0})
         config_path = home / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         if not any(recovery.iterdir()):

@@ -94,7 +94,11 @@ async def _start(state: AppState) -> None:
         log.warning("kafka topics not checked", extra={"error": str(exc)})
     state.producer = producer
     if settings.api_supervise_flows:
-        supervisor = FlowSupervisor(settings.database_url, settings.api_flows_dir)
+        supervisor = FlowSupervisor(
+            settings.database_url,
+            settings.api_flows_dir,
+            keep_flows=settings.api_flows_outlive_api,
+        )
         supervisor.start()
         state.extras["supervisor"] = supervisor
 

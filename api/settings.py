@@ -61,6 +61,12 @@ class ApiSettings(Settings):
     api_supervise_flows: bool = Field(
         True, description="Run the flow supervisor in this process (one per database wins)."
     )
+    api_flows_outlive_api: bool = Field(
+        True,
+        description="Flow processes keep running when the API stops; the next supervisor "
+        "re-attaches to them (false: they stop with the API and are started again, resuming "
+        "from their recovery store).",
+    )
     api_flows_dir: str = Field(
         "/tmp/streamforge-flows", description="Where flow configs and recovery stores are written."
     )

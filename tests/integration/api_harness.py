@@ -204,6 +204,9 @@ def api_settings(world: World, kafka_bootstrap: str, **overrides: object) -> Api
         "api_manual_clear_rules": ["hot_manual"],
         "api_key_cache_s": 0.0,
         "api_flows_dir": world.flows_dir,
+        # The test session's flows end with it (tests/integration/test_api_flow_versions.py
+        # shows flows outliving a supervisor).
+        "api_flows_outlive_api": False,
     }
     values.update(overrides)
     return ApiSettings(**values)  # type: ignore[arg-type]

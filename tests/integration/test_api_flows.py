@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -129,5 +130,51 @@ def test_crashing_flow_is_reported_and_restarted(database_url: str, tmp_path):
         assert supervisor.procs[("plant-b", "crashy")].backoff == pytest.approx(0.2 * 2**restarts)
     finally:
         asyncio.run(supervisor.stop())
+        conn.close()
+        drop_database(database_url, url)
+
+
+def test_flows_outlive_their_supervisor_and_the_next_one_re_attaches(database_url: str, tmp_path):
+    """An API restart does not stop the data: the flow's process runs on and is adopted."""
+    url = create_database(database_url)
+    conn = psycopg.connect(url, autocommit=True)
+    migrate(conn)
+    conn.execute(
+        "INSERT INTO flows (tenant, name, config, desired) VALUES ('t', 'lasting', '{}', 'running')"
+    )
+
+    def command(recovery: Path) -> list[str]:  # the store's path shows who the process is
+        return [sys.executable, "-c", "import time; time.sleep(120)", str(recovery)]
+
+    first = FlowSupervisor(url, tmp_path, command=command, keep_flows=True)
+    second = FlowSupervisor(url, tmp_path, command=command, keep_flows=False)
+    query = "SELECT status, pids, restarts FROM flows WHERE name = 'lasting'"
+    try:
+        asyncio.run(first.reconcile_once())
+        status, pids, restarts = row(conn, query)
+        assert status == "running" and len(pids) == 1 and restarts == 0
+        asyncio.run(first.stop())  # the API stops
+        assert pid_alive(pids[0]), "the flow runs on without its supervisor"
+        asyncio.run(second.reconcile_once())  # the next API's supervisor
+        assert row(conn, query) == ("running", pids, 0), "re-attached, not started again"
+        assert second.procs[("t", "lasting")].pid_list() == pids
+        # and it controls the adopted process like its own: a stop ends it
+        conn.execute("UPDATE flows SET desired = 'stopped'")
+        asyncio.run(second.reconcile_once())
+        assert not pid_alive(pids[0])
+        assert row(conn, query)[:2] == ("stopped", [])
+        # an unrelated process with a recorded pid is never adopted
+        conn.execute(
+            "UPDATE flows SET desired = 'running', status = 'running', pids = ARRAY[%s]",
+            (os.getpid(),),
+        )
+        third = FlowSupervisor(url, tmp_path, command=command)
+        asyncio.run(third.reconcile_once())
+        status, new_pids, _ = row(conn, query)
+        assert status == "running" and new_pids != [os.getpid()] and pid_alive(new_pids[0])
+        asyncio.run(third.stop())
+        assert not pid_alive(new_pids[0])
+    finally:
+        asyncio.run(second.stop())
         conn.close()
         drop_database(database_url, url)

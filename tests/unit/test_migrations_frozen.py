@@ -21,6 +21,9 @@ RELEASED = {
         "196337e14462b5fea7871637f34580e438df32e39fdd920060914acc1199adce"
     ),
     "008_alarm_management": "d554a9889f4adf24e0d37ced3354b0d98629b72132462e7d85a998517f26903d",
+    "009_flow_config_versions": (
+        "a5b1e1601d0fa347c0d2f273ac78ee22954826cff136891d125f3bbde4545cc2"
+    ),
 }
 
 
