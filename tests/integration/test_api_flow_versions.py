@@ -50,11 +50,11 @@ def test_config_changes_are_versioned_with_author_reason_and_diff_and_roll_back(
 
     patch = api.patch(
         "/flows/versioned",
-        json={"config": {"anomaly": {"threshold": 0.9}, "series_ttl": 3600}},
+        json={"config": {"anomaly": {"threshold": 0.93}, "series_ttl": 3600}},
         headers=admin,
     )
     assert patch.status_code == 200, patch.text
-    assert patch.json()["config"]["anomaly"]["threshold"] == 0.9
+    assert patch.json()["config"]["anomaly"]["threshold"] == 0.93
     assert patch.json()["config"]["series_ttl"] == 3600
     assert patch.json()["config"]["sources"] == put.json()["config"]["sources"]  # kept
     # null takes the default again
