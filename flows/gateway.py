@@ -36,7 +36,6 @@ Built from a config in a test, with a sink that collects what would be spooled:
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import bytewax.operators as op
@@ -46,12 +45,11 @@ from bytewax.outputs import Sink
 
 from connectors.kafka.gateway import GatewayItem, SpoolSink, gateway_id, spooled
 from connectors.runtime.compiled import compiled_modules
-from connectors.runtime.logs import configure_logging, get_logger
-from connectors.runtime.metrics_server import serve_metrics_from_environment
+from connectors.runtime.logs import get_logger
 from connectors.runtime.outputs import RoutedOutput
 from connectors.runtime.registry import build_source
-from flows.config import PipelineConfig, load_pipeline_config
-from flows.ingest import stop_on_signals, tune_gc
+from flows.config import PipelineConfig
+from flows.ingest import start_process
 from flows.operators import decode
 from schemas.config import ConfigError
 from schemas.models import DeadLetter, Reading, to_json
@@ -131,24 +129,19 @@ def build_gateway_flow(
     return flow
 
 
+def _check_split(config: PipelineConfig) -> None:
+    if config.topology != "split":
+        raise ConfigError(
+            "topology: the gateway runs with topology: split (this config is combined: "
+            "flows.ingest runs the sources itself)"
+        )
+    if not config.gateway_sources():
+        raise ConfigError("sources: the gateway needs a source other than a Kafka topic")
+
+
 def gateway_from_environment() -> Dataflow:
     """The flow ``python -m bytewax.run flows.gateway`` runs: config from the environment."""
-    configure_logging()
-    tune_gc()
-    stop_on_signals()
-    serve_metrics_from_environment()
-    try:
-        config = load_pipeline_config()
-        if config.topology != "split":
-            raise ConfigError(
-                "topology: the gateway runs with topology: split (this config is combined: "
-                "flows.ingest runs the sources itself)"
-            )
-        if not config.gateway_sources():
-            raise ConfigError("sources: the gateway needs a source other than a Kafka topic")
-    except ConfigError as exc:
-        print(f"streamforge: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    config = start_process(_check_split)
     flow = build_gateway_flow(config)
     log.info(
         "gateway config loaded",

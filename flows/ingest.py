@@ -49,6 +49,7 @@ import gc
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import bytewax.operators as op
@@ -229,11 +230,12 @@ def stop_on_signals() -> None:
             signal.signal(sig, stop)
 
 
-def flow_from_environment() -> Dataflow:
-    """The flow ``python -m bytewax.run flows.ingest`` runs: config from the environment.
+def start_process(check: Callable[[PipelineConfig], None] | None = None) -> PipelineConfig:
+    """What every flow process does first: logs, GC, signals, metrics, then the config.
 
-    A wrong config stops start-up with one message naming the field and
-    the problem (exit status 2), before any source connects.
+    A wrong config (or one ``check`` refuses with a :class:`ConfigError`)
+    stops start-up with one message naming the field and the problem
+    (exit status 2), before any source connects.
     """
     configure_logging()
     tune_gc()
@@ -241,9 +243,17 @@ def flow_from_environment() -> Dataflow:
     serve_metrics_from_environment()  # /metrics, /health: STREAMFORGE_METRICS_PORT + process id
     try:
         config = load_pipeline_config()
+        if check is not None:
+            check(config)
     except ConfigError as exc:
         print(f"streamforge: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    return config
+
+
+def flow_from_environment() -> Dataflow:
+    """The flow ``python -m bytewax.run flows.ingest`` runs: config from the environment."""
+    config = start_process()
     flow = build_flow(config)
     log.info(
         "pipeline config loaded",

@@ -91,7 +91,7 @@ def test_the_gateway_refuses_a_combined_config_with_one_line(
     monkeypatch.setenv("STREAMFORGE_METRICS_PORT", "off")
     # what the process-wide start-up would change in this test process
     for name in ("tune_gc", "stop_on_signals", "serve_metrics_from_environment"):
-        monkeypatch.setattr(f"flows.gateway.{name}", lambda: None)
+        monkeypatch.setattr(f"flows.ingest.{name}", lambda: None)
     with pytest.raises(SystemExit) as stopped:
         gateway_from_environment()
     assert stopped.value.code == 2
