@@ -73,7 +73,7 @@ def test_compose_has_the_stack_and_our_services() -> None:
 def test_gateway_runs_one_process_with_its_spool_on_a_volume() -> None:
     compose = _compose()
     gateway = compose["services"]["gateway"]
-    assert gateway["command"] == ["python", "-m", "bytewax.run", "flows.gateway"]
+    assert gateway["command"] == ["python", "-m", "bytewax.run", "flows.gateway", "-s", "1"]
     assert "-i" not in gateway["command"] and "-r" not in gateway["command"]
     spool = gateway["environment"]["STREAMFORGE_PIPELINE__GATEWAY__SPOOL__PATH"]
     volume = _mounts(gateway).get(spool)
