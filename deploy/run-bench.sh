@@ -9,7 +9,7 @@ VENV=${VENV:-.venv}
 bash deploy/services.sh up >/dev/null || exit 1
 "$VENV/bin/python" -m connectors.timescale.migrate >/dev/null || exit 1
 
-all=(pipeline operators decode_alarms simulator timescale kafka mqtt gateway modbus opcua end_to_end api api_queries detectors alarm_kpis state_churn)
+all=(pipeline operators decode_alarms simulator timescale kafka mqtt gateway modbus opcua end_to_end api api_queries detectors alarm_kpis state_churn restart)
 names=("${@:-${all[@]}}")
 failed=()
 for name in "${names[@]}"; do
