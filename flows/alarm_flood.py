@@ -48,6 +48,7 @@ from connectors.runtime.metrics import counter
 from connectors.runtime.outputs import RoutedOutput
 from flows.alarm_lifecycle import AlarmLifecycle
 from schemas.config import AlarmManagementConfig, FloodConfig
+from schemas.devices import DeviceInfo, DeviceRegistry
 from schemas.models import PRIORITY_RANK, Alarm
 
 __all__ = ["FloodLogic", "FloodTracker", "manage_floods"]
@@ -193,8 +194,14 @@ class FloodLogic(StatefulBatchLogic[list[Alarm], tuple[str, list[Alarm]], FloodT
     then advanced by the wall-clock time elapsed since the latest alarm.
     """
 
-    def __init__(self, config: AlarmManagementConfig, resume: FloodTracker | None) -> None:
+    def __init__(
+        self,
+        config: AlarmManagementConfig,
+        resume: FloodTracker | None,
+        registry: DeviceRegistry | None = None,
+    ) -> None:
         self.config = config
+        self.registry = registry
         self.tracker = resume
         self._seen_at = time.time()  # wall clock of the latest alarm
 
@@ -204,7 +211,7 @@ class FloodLogic(StatefulBatchLogic[list[Alarm], tuple[str, list[Alarm]], FloodT
         tracker = self.tracker
         if tracker is None:
             first = values[0][0]
-            area = self.config.area_of(first.device)
+            area = self.config.area_of(first.device, _info(self.registry, first))
             tracker = self.tracker = FloodTracker(first.tenant, area, self.config.flood)
         out = [a for chunk in values for a in tracker.update(chunk)]
         return ([("alarm", out)] if out else []), StatefulBatchLogic.RETAIN
@@ -234,15 +241,26 @@ class FloodLogic(StatefulBatchLogic[list[Alarm], tuple[str, list[Alarm]], FloodT
         return self.tracker
 
 
-def _by_area(config: AlarmManagementConfig) -> Any:
-    areas: dict[str, str] = {}  # device -> area, bounded by the devices that raise alarms
+def _info(registry: DeviceRegistry | None, alarm: Alarm) -> DeviceInfo | None:
+    return None if registry is None else registry.lookup(alarm.tenant, alarm.device)
+
+
+def _by_area(config: AlarmManagementConfig, registry: DeviceRegistry | None) -> Any:
+    # (tenant, device) -> area, bounded by the devices that raise alarms; forgotten
+    # when the registry changes (a device moved to another area).
+    areas: dict[tuple[str, str], str] = {}
+    seen = [-1]
 
     def split(item: RoutedOutput) -> list[tuple[str, list[Alarm]]]:
+        if registry is not None and registry.version != seen[0]:
+            areas.clear()
+            seen[0] = registry.version
         groups: dict[str, list[Alarm]] = {}
         for alarm in item[1][1]:
-            area = areas.get(alarm.device)
+            key = (alarm.tenant, alarm.device)
+            area = areas.get(key)
             if area is None:
-                area = areas[alarm.device] = config.area_of(alarm.device)
+                area = areas[key] = config.area_of(alarm.device, _info(registry, alarm))
             groups.setdefault(f"{alarm.tenant}/{area}", []).append(alarm)
         return list(groups.items())
 
@@ -250,17 +268,22 @@ def _by_area(config: AlarmManagementConfig) -> Any:
 
 
 def manage_floods(
-    step_id: str, outputs: Stream[RoutedOutput], config: AlarmManagementConfig
+    step_id: str,
+    outputs: Stream[RoutedOutput],
+    config: AlarmManagementConfig,
+    registry: DeviceRegistry | None = None,
 ) -> Stream[RoutedOutput]:
     """The series step's outputs with their alarm transitions passed through flood trackers.
 
-    Alarm chunks are re-keyed by ``tenant/area``; other outputs go by untouched.
+    Alarm chunks are re-keyed by ``tenant/area`` (a device's area: its
+    registry entry's, else ``alarm_management.areas``); other outputs go by
+    untouched.
     """
     branch = op.branch(f"{step_id}_alarms", outputs, lambda item: item[1][0] == "alarm")
-    keyed = op.flat_map(f"{step_id}_by_area", branch.trues, _by_area(config))
+    keyed = op.flat_map(f"{step_id}_by_area", branch.trues, _by_area(config, registry))
 
     def build(resume: FloodTracker | None) -> FloodLogic:
-        return FloodLogic(config, resume)
+        return FloodLogic(config, resume, registry)
 
     managed: Stream[RoutedOutput] = op.stateful_batch(step_id, keyed, build)
     return op.merge(f"{step_id}_merge", branch.falses, managed)

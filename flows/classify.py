@@ -23,8 +23,10 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from schemas.config import ClassificationRule
+from schemas.devices import DeviceInfo, DeviceSelector
 from schemas.models import LogLevel, LogRecord, Reading, RecordKind, Value, is_number
 
 __all__ = ["Classifier", "kind_by_value", "to_log_record"]
@@ -48,33 +50,57 @@ def kind_by_value(value: Value) -> RecordKind:
 class Classifier:
     """Decides the kind of each series from the classification rules.
 
-    ``resolve`` is pure in (device, metric); results are cached in a dict
-    bounded by ``cache_size`` (cleared when full, so memory stays bounded
-    even with unbounded series names). Picklable: the pickle holds the
-    patterns, and the compiled globs are rebuilt on unpickling.
+    ``resolve`` is pure in (device, metric, and the device's registry entry
+    when a rule selects by it); results are cached in a dict bounded by
+    ``cache_size`` (cleared when full, so memory stays bounded even with
+    unbounded series names). Picklable: the pickle holds the patterns, and
+    the compiled globs are rebuilt on unpickling.
+
+    >>> from schemas.devices import DeviceInfo
+    >>> pumps = Classifier([ClassificationRule(metric="level", device_type="pump", kind="event")])
+    >>> pumps.resolve("p-1", "level", DeviceInfo("default", "p-1", type="pump")), pumps.resolve(
+    ...     "p-1", "level")
+    ('event', None)
     """
 
     def __init__(self, rules: Iterable[ClassificationRule], cache_size: int = 100_000) -> None:
-        self._patterns = [(rule.device, rule.metric, rule.kind) for rule in rules]
+        self._patterns: list[tuple[str, str, RecordKind, DeviceSelector | None]] = [
+            (
+                rule.device,
+                rule.metric,
+                rule.kind,
+                None if rule.is_empty() else rule,  # (a rule is a DeviceSelector)
+            )
+            for rule in rules
+        ]
         self._cache_size = cache_size
         self._compile()
 
     def _compile(self) -> None:
-        self._rules: list[tuple[_Matcher, _Matcher, RecordKind]] = [
-            (_glob(device), _glob(metric), kind) for device, metric, kind in self._patterns
+        self._rules: list[tuple[_Matcher, _Matcher, RecordKind, DeviceSelector | None]] = [
+            (_glob(device), _glob(metric), kind, selector)
+            for device, metric, kind, selector in self._patterns
         ]
-        self._cache: dict[tuple[str, str], RecordKind | None] = {}
+        # With rules selecting by registry entry, the entry is part of the key.
+        self._selective = any(selector is not None for *_, selector in self._patterns)
+        self._cache: dict[tuple[str, str, DeviceInfo | None], RecordKind | None] = {}
 
-    def resolve(self, device: str, metric: str) -> RecordKind | None:
+    def resolve(
+        self, device: str, metric: str, info: DeviceInfo | None = None
+    ) -> RecordKind | None:
         """The kind the first matching rule gives, or None: "decide by the value's type"."""
-        key = (device, metric)
+        key = (device, metric, info if self._selective else None)
         try:
             return self._cache[key]
         except KeyError:
             pass
         kind: RecordKind | None = None
-        for device_matches, metric_matches, rule_kind in self._rules:
-            if metric_matches(metric) and device_matches(device):
+        for device_matches, metric_matches, rule_kind, selector in self._rules:
+            if (
+                metric_matches(metric)
+                and device_matches(device)
+                and (selector is None or selector.selects(info))
+            ):
                 kind = rule_kind
                 break
         if len(self._cache) >= self._cache_size:
@@ -95,11 +121,13 @@ class Classifier:
             return "telemetry" if type(value) is float or type(value) is int else "event"
         return kind
 
-    def __getstate__(self) -> tuple[list[tuple[str, str, RecordKind]], int]:
+    def __getstate__(self) -> tuple[list[tuple[str, str, RecordKind, DeviceSelector | None]], int]:
         return self._patterns, self._cache_size
 
-    def __setstate__(self, state: tuple[list[tuple[str, str, RecordKind]], int]) -> None:
-        self._patterns, self._cache_size = state
+    def __setstate__(self, state: tuple[list[Any], int]) -> None:
+        patterns, self._cache_size = state
+        # (pickles of earlier versions hold (device, metric, kind) triples)
+        self._patterns = [(*p, None) if len(p) == 3 else tuple(p) for p in patterns]
         self._compile()
 
 

@@ -36,7 +36,7 @@ from connectors.mqtt.config import MqttSourceConfig
 from connectors.opcua.config import OpcuaSourceConfig
 from connectors.simulator.config import SimulatorSourceConfig
 from connectors.stdout.config import NullSinkConfig, StdoutSinkConfig
-from connectors.timescale.config import TimescaleSinkConfig
+from connectors.timescale.config import DeviceRegistryConfig, TimescaleSinkConfig
 from schemas.config import (
     AlarmManagementConfig,
     AnomalyConfig,
@@ -100,6 +100,7 @@ class PipelineConfig(Strict):
     alarm_management: AlarmManagementConfig = Field(default_factory=AlarmManagementConfig)
     operator_actions: OperatorActionsConfig = Field(default_factory=OperatorActionsConfig)
     sinks: list[SinkConfig] = Field(default_factory=_default_sinks, min_length=1)
+    registry: DeviceRegistryConfig = Field(default_factory=DeviceRegistryConfig)
     series_ttl: float = Field(
         7 * 86400.0,
         ge=0.0,
@@ -179,6 +180,26 @@ class PipelineConfig(Strict):
         if enabled == "auto":
             return any(s.type == "kafka" for s in self.sinks) and not self.finite()
         return bool(enabled)
+
+    def registry_database_url(self, default: str) -> str | None:
+        """The database the flow reads the device registry from, or None: no registry.
+
+        ``registry.source: auto`` reads it from the TimescaleDB sink's
+        database when there is one; ``default`` is ``STREAMFORGE_DATABASE_URL``.
+
+        >>> PipelineConfig().registry_database_url("postgresql://db") is None
+        True
+        >>> PipelineConfig(sinks=[{"type": "timescale"}]).registry_database_url("postgresql://db")
+        'postgresql://db'
+        """
+        registry = self.registry
+        if registry.source == "none":
+            return None
+        sink = next((s for s in self.sinks if s.type == "timescale"), None)
+        if registry.source == "auto" and sink is None:
+            return None
+        sink_url = sink.database_url if isinstance(sink, TimescaleSinkConfig) else None
+        return registry.database_url or sink_url or default
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:

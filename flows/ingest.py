@@ -67,6 +67,7 @@ from flows.config import PipelineConfig, load_pipeline_config
 from flows.operators import decode
 from flows.series import series_logic_builder
 from schemas.config import ConfigError
+from schemas.devices import DeviceRegistry
 from schemas.kinds import ALL_OUTPUT_KINDS, OutputKind
 from schemas.models import DeadLetter
 from schemas.settings import Settings
@@ -99,6 +100,7 @@ def build_flow(
     sources: list[Source[Any]] | None = None,
     sinks: list[Sink[Any]] | None = None,
     flow_id: str = "streamforge",
+    registry: DeviceRegistry | None = None,
 ) -> Dataflow:
     """Build the dataflow for a pipeline config.
 
@@ -107,8 +109,12 @@ def build_flow(
     pairs; a ``FixedPartitionedSink`` gets routed outputs); by default they are built from
     ``config.sources`` (plus the operator actions topic when the config
     follows it: :mod:`connectors.kafka.alarm_actions`) and ``config.sinks``.
+    ``registry`` replaces the device registry the config names (read from
+    TimescaleDB: :mod:`connectors.timescale.devices`; none by default).
     """
     settings = settings or Settings()
+    if registry is None:
+        registry = device_registry(config, settings)
     # Every dead letter this process makes (decode, sources, sinks) keeps at most this.
     DeadLetter.payload_limit = config.decode.dead_letter_payload_bytes
     flow = Dataflow(flow_id)
@@ -125,10 +131,10 @@ def build_flow(
     dead: Stream[RoutedOutput] = decoded.dead_letters
 
     processed: Stream[RoutedOutput] = op.stateful_batch(
-        "series", decoded.readings, series_logic_builder(config)
+        "series", decoded.readings, series_logic_builder(config, registry)
     )
     if config.alarm_management.flood.enabled:
-        processed = manage_floods("flood", processed, config.alarm_management)
+        processed = manage_floods("flood", processed, config.alarm_management, registry)
     # Keyed by the bucket that made them: a partitioned sink (Kafka, TimescaleDB)
     # writes them on the worker that made them (connectors.runtime.routing).
     routed: Stream[RoutedOutput] = op.merge("outputs", processed, dead)
@@ -174,6 +180,19 @@ def build_flow(
                 pairs.append(op.flat_map_batch("flatten", outputs(), flatten_outputs))
             op.output(f"sink_{i}", pairs[0], sink)
     return flow
+
+
+def device_registry(config: PipelineConfig, settings: Settings) -> DeviceRegistry | None:
+    """The device registry the config names (``registry``), loaded and followed; or None."""
+    url = config.registry_database_url(settings.database_url)
+    if url is None:
+        return None
+    from connectors.timescale.devices import open_registry
+
+    rc = config.registry
+    return open_registry(
+        url, refresh=rc.refresh, unregistered=rc.unregistered, start_timeout=rc.start_timeout
+    )
 
 
 GC_THRESHOLDS = (50_000, 20, 100)

@@ -23,7 +23,7 @@ tracker, an event detector, or a device alarm tracker.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from flows.alarms import AnomalyAlarmTracker, DeviceAlarmTracker, ThresholdAlarmTracker
 from flows.anomaly import build_detector
@@ -31,37 +31,70 @@ from flows.classify import Classifier, to_log_record
 from flows.config import PipelineConfig
 from flows.events import EventDetector
 from flows.kernels.rollups import RollupState
-from flows.kernels.series import SeriesBucketLogic, SeriesProcessor, SeriesState
-from schemas.models import Alarm, Reading, is_number
+from flows.kernels.series import (
+    OutputChunks,
+    SeriesBucketLogic,
+    SeriesProcessor,
+    SeriesState,
+    not_admitted,
+)
+from schemas.devices import DeviceInfo, DeviceRegistry
+from schemas.models import DeadLetter, Reading, RecordKind, Rollup, is_number
 
 
 class SeriesStart:
-    """Builds the state of a series from the first reading it sends."""
+    """Builds the state of a series from the first reading it sends.
 
-    def __init__(self, config: PipelineConfig) -> None:
+    With a device registry (:class:`schemas.devices.DeviceRegistry`), a
+    reading of a device it does not admit gets a dead letter instead of a
+    state, and rules select devices by their registry entry too.
+    """
+
+    def __init__(self, config: PipelineConfig, registry: DeviceRegistry | None = None) -> None:
         self.config = config
+        self.registry = registry
         self.classifier = Classifier(config.classification)
         self.tiers = config.rollups.window_seconds()
         self.rule_order = {rule.name: i for i, rule in enumerate(config.alarms)}
 
-    def __call__(self, first: Reading) -> SeriesState:
-        """The state of the series ``first`` belongs to, as the config says."""
-        kind = self.classifier.resolve(first.device, first.metric)
-        inferred = kind is None
+    def _info(self, tenant: str, device: str) -> DeviceInfo | None:
+        registry = self.registry
+        return None if registry is None else registry.lookup(tenant, device)
+
+    def _kind(self, reading: Reading, info: DeviceInfo | None) -> tuple[RecordKind, bool]:
+        """The kind of the series (and whether it was inferred from the value)."""
+        kind = self.classifier.resolve(reading.device, reading.metric, info)
         if kind is None:
-            kind = "telemetry" if is_number(first.value) else "event"
+            return ("telemetry" if is_number(reading.value) else "event"), True
+        return kind, False
+
+    def _rollups(self) -> RollupState:
+        rc = self.config.rollups
+        return RollupState(self.tiers, rc.watermark_delay, rc.allowed_lateness)
+
+    def __call__(self, first: Reading) -> SeriesState | DeadLetter:
+        """The state of the series ``first`` belongs to, as the config says."""
+        t, d, m = first.tenant, first.device, first.metric
+        info = None
+        registry = self.registry
+        if registry is not None:
+            why = registry.admits(t, d)
+            if why is not None:
+                return not_admitted(first, why)
+            info = registry.lookup(t, d)
+        kind, inferred = self._kind(first, info)
         state = SeriesState(kind)
         state.text = inferred and kind == "event"
         config = self.config
-        state.run_signal = first.metric == config.alarm_management.running_metric
-        t, d, m = first.tenant, first.device, first.metric
+        state.run_signal = m == config.alarm_management.running_metric
         if kind == "telemetry":
             state.threshold_alarms = [
-                ThresholdAlarmTracker(rule, t, d, m) for rule in config.alarms if rule.matches(d, m)
+                ThresholdAlarmTracker(rule, t, d, m)
+                for rule in config.alarms
+                if rule.matches(d, m, info)
             ]
             if config.rollups.enabled:
-                rc = config.rollups
-                state.rollups = RollupState(self.tiers, rc.watermark_delay, rc.allowed_lateness)
+                state.rollups = self._rollups()
             if config.anomaly.enabled:
                 state.detector = build_detector(config.anomaly.detector)
                 state.anomaly_alarm = AnomalyAlarmTracker(config.anomaly, t, d, m)
@@ -73,22 +106,35 @@ class SeriesStart:
             )
         return state
 
-    def reconcile(self, state: SeriesState, last: Reading) -> list[Alarm]:
-        """Bring the state of a series resumed from a snapshot in line with this config.
+    def reconcile(self, state: SeriesState, last: Reading, out: OutputChunks) -> SeriesState:
+        """Bring the state of a series in line with this config and the device registry.
 
-        A flow restarted with a changed config keeps every series' state (its
-        alarms, windows, detector); what the config says of it is applied
-        here, once, at resume. Threshold rules: a changed rule takes effect on
-        the existing tracker and the series' last reading is judged again (an
-        active alarm clears, escalates or de-escalates through its
-        lifecycle); a removed rule's alarm clears with the reason; a new rule
-        starts (and may raise on the last reading). Anomaly detection: a
-        changed detector type starts a fresh detector for the series; the
-        alarm settings change in place; turned off, its alarm clears. Rollups
-        turned on start windows. With the same config nothing changes and
-        nothing is emitted, so a restart after a crash replays exactly.
+        Called for every series of a flow resumed from a snapshot (perhaps
+        under a changed config), and for the series of a device whose
+        registry entry changed. The series keeps its state (its alarms,
+        windows, detector); what the config says of it is applied here, its
+        transitions added to ``out``:
+
+        - Kind: a series the classification now gives another kind ends
+          (windows emitted, alarms cleared with the reason) and starts afresh
+          as that kind, from its last reading.
+        - Threshold rules: a changed rule takes effect on the existing tracker
+          and the series' last reading is judged again (an active alarm
+          clears, escalates or de-escalates through its lifecycle); a removed
+          rule's alarm clears with the reason; a new rule starts (and may
+          raise on the last reading).
+        - Anomaly detection: a changed detector type starts a fresh detector
+          for the series; the alarm settings change in place; turned off, its
+          alarm clears.
+        - Rollups: a changed set of tiers keeps the windows of the tiers that
+          remain (:meth:`flows.kernels.rollups.RollupState.retier`); turned
+          on, windows start; turned off, open windows are emitted and dropped.
+
+        With the same config nothing changes and nothing is emitted, so a
+        restart after a crash replays exactly.
 
         >>> from datetime import UTC, datetime
+        >>> from flows.kernels.series import OutputChunks
         >>> at = datetime(2026, 1, 1, tzinfo=UTC)
         >>> hot = {"name": "hot", "metric": "temp", "levels": {"major": 90}}
         >>> old = SeriesStart(PipelineConfig(alarms=[hot]))
@@ -97,27 +143,41 @@ class SeriesStart:
         >>> [a.transition for a in state.threshold_alarms[0].update(reading)]
         ['raised']
         >>> hotter = {**hot, "levels": {"major": 99}}
-        >>> [(a.transition, a.message) for a in SeriesStart(PipelineConfig(alarms=[hotter]))
-        ...  .reconcile(state, reading)]
+        >>> out = OutputChunks()
+        >>> state = SeriesStart(PipelineConfig(alarms=[hotter])).reconcile(state, reading, out)
+        >>> [(a.transition, a.message) for a in out.alarm]
         [('cleared', 'cleared: temp 95.0 < 99.0 (major)')]
         """
-        if state.kind != "telemetry":
-            return []
-        config = self.config
         t, d, m = last.tenant, last.device, last.metric
-        out: list[Alarm] = []
-        rules = {rule.name: rule for rule in config.alarms if rule.matches(d, m)}
+        info = self._info(t, d)
+        config = self.config
+        kind, inferred = self._kind(last, info)
+        if inferred and (state.kind == "telemetry" or state.text):
+            # No rule decides and none did: the kind the first value's type gave stays.
+            kind = cast(RecordKind, state.kind)
+        if kind != state.kind:
+            fresh = self(last)
+            if type(fresh) is DeadLetter:  # not admitted: follow_registry drops it
+                return state
+            assert isinstance(fresh, SeriesState)
+            reason = f"the series is now classified as {kind}, no longer {state.kind}"
+            self._end(state, last, out, reason)
+            fresh.device = state.device
+            return fresh
+        if state.kind != "telemetry":
+            return state
+        rules = {rule.name: rule for rule in config.alarms if rule.matches(d, m, info)}
         kept: list[ThresholdAlarmTracker] = []
         for tracker in state.threshold_alarms:
             rule = rules.pop(tracker.rule, None)
             if rule is None:
-                out += tracker.retire(last, f"rule {tracker.rule!r} is no longer configured")
+                out.alarm += tracker.retire(last, f"rule {tracker.rule!r} no longer applies")
             else:
-                out += tracker.reconfigure(rule, last)
+                out.alarm += tracker.reconfigure(rule, last)
                 kept.append(tracker)
         for rule in rules.values():  # rules new to this series
             tracker = ThresholdAlarmTracker(rule, t, d, m)
-            out += tracker.update(last)
+            out.alarm += tracker.update(last)
             kept.append(tracker)
         order = self.rule_order
         kept.sort(key=lambda tr: order[tr.rule])
@@ -131,26 +191,58 @@ class SeriesStart:
             else:
                 state.anomaly_alarm.reconfigure(config.anomaly)
         elif state.anomaly_alarm is not None:
-            out += state.anomaly_alarm.retire(last, "anomaly detection is turned off")
+            out.alarm += state.anomaly_alarm.retire(last, "anomaly detection is turned off")
             state.detector = state.anomaly_alarm = None
-        if config.rollups.enabled and state.rollups is None:
-            rc = config.rollups
-            state.rollups = RollupState(self.tiers, rc.watermark_delay, rc.allowed_lateness)
+        rc = config.rollups
+        if rc.enabled and state.rollups is None:
+            state.rollups = self._rollups()
+        elif rc.enabled and state.rollups is not None:
+            state.rollups = state.rollups.retier(
+                self.tiers, rc.watermark_delay, rc.allowed_lateness
+            )
+        elif state.rollups is not None:  # turned off
+            produced: list[Any] = []
+            state.rollups.flush(produced, last)
+            _route(produced, out)
+            state.rollups = None
         state.run_signal = m == config.alarm_management.running_metric
-        return out
+        return state
+
+    @staticmethod
+    def _end(state: SeriesState, last: Reading, out: OutputChunks, reason: str) -> None:
+        """A series' state ends: its windows emitted, its active alarms cleared with ``reason``."""
+        if state.pending is not None:
+            out.alarm.extend(state.pending)
+            state.pending = None
+        if state.rollups is not None:
+            produced: list[Any] = []
+            state.rollups.flush(produced, last)
+            _route(produced, out)
+        for tracker in state.alarm_trackers():
+            out.alarm += tracker.retire(last, reason)
 
 
-def series_processor(config: PipelineConfig) -> SeriesProcessor:
+def _route(produced: list[Any], out: OutputChunks) -> None:
+    for record in produced:
+        (out.rollup if type(record) is Rollup else out.dead_letter).append(record)
+
+
+def series_processor(
+    config: PipelineConfig, registry: DeviceRegistry | None = None
+) -> SeriesProcessor:
     """The compiled series processor, with the series states this config asks for."""
-    start = SeriesStart(config)
+    start = SeriesStart(config, registry)
     processor = SeriesProcessor(config, start, to_log_record)
     processor.reconcile = start.reconcile
+    processor.registry = registry
     return processor
 
 
-def series_logic_builder(config: PipelineConfig) -> Callable[[Any | None], SeriesBucketLogic]:
+def series_logic_builder(
+    config: PipelineConfig, registry: DeviceRegistry | None = None
+) -> Callable[[Any | None], SeriesBucketLogic]:
     """The ``stateful_batch`` builder: one :class:`SeriesBucketLogic` per bucket key."""
-    processor = series_processor(config)
+    processor = series_processor(config, registry)
 
     def build(resume: Any | None) -> SeriesBucketLogic:
         return SeriesBucketLogic(processor, resume)

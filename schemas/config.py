@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.devices import DeviceInfo, DeviceSelector
 from schemas.durations import parse_duration
 from schemas.models import Priority, RecordKind, Severity
 
@@ -54,20 +55,26 @@ class DecodeConfig(Strict):
     default_tenant: str = Field("default", min_length=1)
 
 
-class ClassificationRule(Strict):
+class ClassificationRule(DeviceSelector, Strict):
     """Readings whose metric (and device) match these globs get ``kind``.
 
     Rules are tried in order; the first match wins. Readings no rule matches
     are telemetry when numeric and events otherwise (bool and str states).
+    ``device_type``, ``area`` and ``tags`` select devices by their registry
+    entry (:class:`schemas.devices.DeviceSelector`).
     """
 
     metric: str = "*"
     device: str = "*"
     kind: RecordKind
 
-    def matches(self, device: str, metric: str) -> bool:
-        """Whether this rule applies to a series."""
-        return fnmatch.fnmatchcase(metric, self.metric) and fnmatch.fnmatchcase(device, self.device)
+    def matches(self, device: str, metric: str, info: DeviceInfo | None = None) -> bool:
+        """Whether this rule applies to a series (of a device with this registry entry)."""
+        return (
+            fnmatch.fnmatchcase(metric, self.metric)
+            and fnmatch.fnmatchcase(device, self.device)
+            and self.selects(info)
+        )
 
 
 def default_classification() -> list[ClassificationRule]:
@@ -127,7 +134,7 @@ class ChatterConfig(Strict):
         return parse_duration(value)
 
 
-class ThresholdAlarmRule(Strict):
+class ThresholdAlarmRule(DeviceSelector, Strict):
     """A threshold alarm with severity levels, hysteresis and a minimum duration.
 
     ``direction: above`` raises when the value reaches a level's threshold
@@ -136,7 +143,9 @@ class ThresholdAlarmRule(Strict):
     hovering at the threshold does not flap. ``min_duration`` is how long
     (event time) the condition must hold before the alarm is raised. While
     raised, a higher level escalates and a lower one de-escalates the *same*
-    alarm. ``direction: below`` mirrors all of this.
+    alarm. ``direction: below`` mirrors all of this. ``device_type``,
+    ``area`` and ``tags`` select devices by their registry entry
+    (:class:`schemas.devices.DeviceSelector`), besides the ``device`` glob.
     """
 
     name: str = Field(min_length=1, max_length=200)
@@ -179,9 +188,22 @@ class ThresholdAlarmRule(Strict):
                 raise ValueError(f"clear_at {self.clear_at} must be >= lowest threshold {lowest}")
         return self
 
-    def matches(self, device: str, metric: str) -> bool:
-        """Whether this rule watches a series."""
-        return fnmatch.fnmatchcase(metric, self.metric) and fnmatch.fnmatchcase(device, self.device)
+    def matches(self, device: str, metric: str, info: DeviceInfo | None = None) -> bool:
+        """Whether this rule watches a series (of a device with this registry entry).
+
+        >>> from schemas.devices import DeviceInfo
+        >>> rule = ThresholdAlarmRule(name="hot", metric="temp", device_type="press",
+        ...                           levels={"major": 90})
+        >>> rule.matches("p-1", "temp", DeviceInfo("default", "p-1", type="press"))
+        True
+        >>> rule.matches("p-1", "temp"), rule.matches("p-1", "temp", DeviceInfo("default", "p-1"))
+        (False, False)
+        """
+        return (
+            fnmatch.fnmatchcase(metric, self.metric)
+            and fnmatch.fnmatchcase(device, self.device)
+            and self.selects(info)
+        )
 
 
 def default_alarm_rules() -> list[ThresholdAlarmRule]:
@@ -336,7 +358,8 @@ class AlarmManagementConfig(Strict):
 
     ``running_metric``: the metric of a device's run state, what state-based
     suppression looks at. ``areas``: area name -> device glob, first match
-    wins, for flood counting (devices no glob matches are in area ``plant``).
+    wins, for flood counting (devices no glob matches are in area ``plant``);
+    a device's area in the registry comes first.
     ``device_alarm_priority``: the priority of alarms a device reports itself.
     (How long operators may shelve an alarm is the API's setting,
     ``STREAMFORGE_API_MAX_SHELVE_MINUTES``.)
@@ -347,12 +370,17 @@ class AlarmManagementConfig(Strict):
     flood: FloodConfig = Field(default_factory=FloodConfig)
     device_alarm_priority: Priority = "medium"
 
-    def area_of(self, device: str) -> str:
-        """The area a device belongs to (``plant`` when no glob matches).
+    def area_of(self, device: str, info: DeviceInfo | None = None) -> str:
+        """A device's area: its registry entry's, else the first matching glob's, else ``plant``.
 
-        >>> AlarmManagementConfig(areas={"north": "n-*"}).area_of("n-press-1")
-        'north'
+        >>> from schemas.devices import DeviceInfo
+        >>> management = AlarmManagementConfig(areas={"north": "n-*"})
+        >>> registered = DeviceInfo("default", "n-2", area="south")
+        >>> management.area_of("n-press-1"), management.area_of("n-2", registered)
+        ('north', 'south')
         """
+        if info is not None and info.area:
+            return info.area
         for area, pattern in self.areas.items():
             if fnmatch.fnmatchcase(device, pattern):
                 return area

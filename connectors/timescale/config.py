@@ -122,3 +122,44 @@ class TimescaleSinkConfig(BaseModel):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return value if value is None else parse_duration(value)
+
+
+class DeviceRegistryConfig(BaseModel):
+    """Where a flow reads the device registry (``schemas/devices.py``), and how often.
+
+    ``source: auto`` reads the ``devices`` and ``device_policies`` tables of
+    the flow's TimescaleDB sink when it has one, and runs without a registry
+    otherwise (every device admitted, rules select by globs only);
+    ``timescale`` always reads them (``database_url``, else the sink's, else
+    ``STREAMFORGE_DATABASE_URL``); ``none`` never does.
+
+    >>> DeviceRegistryConfig(refresh="2s").refresh
+    2.0
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["auto", "timescale", "none"] = "auto"
+    database_url: str | None = Field(
+        None, description="PostgreSQL URL; None: the TimescaleDB sink's, else the setting"
+    )
+    refresh: float = Field(
+        5.0, gt=0.0, description="seconds between two looks for changed registry rows"
+    )
+    unregistered: Literal["accept", "reject"] = Field(
+        "accept",
+        description="readings of unregistered devices, for tenants without a policy of "
+        "their own (PUT /device-policy): accept (listed as discovered) or reject "
+        "(dead letters)",
+    )
+    start_timeout: float = Field(
+        10.0,
+        ge=0.0,
+        description="seconds the flow waits for the first load at start; after that it "
+        "starts anyway, admitting every device until the registry is read",
+    )
+
+    @field_validator("refresh", "start_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)

@@ -389,7 +389,14 @@ class RollupState:
             spec = self._spec
             for t in range(1, len(spec.factors)):
                 c = idx // spec.factors[t]
-                cacc = self._wins[t][c]
+                cacc = self._wins[t].get(c)
+                if cacc is None:  # (only after a retier that had no data for this tier)
+                    x = float(value)
+                    self._wins[t][c] = Acc(1, x, 0.0, x, x, x, x, ts, x, ts, 0, True)
+                    cend = (c + 1) * spec.lengths[t]
+                    if cend < self._next_check:
+                        self._next_check = cend
+                    continue
                 if not cacc.dirty:
                     cend = (c + 1) * spec.lengths[t]
                     if cend < self._next_check:
@@ -522,6 +529,105 @@ class RollupState:
             )
         )
         LATE_READINGS.inc(source=ident.source)
+
+    def retier(
+        self, tiers: Iterable[tuple[str, float]], watermark_delay: float, allowed_lateness: float
+    ) -> RollupState:
+        """This state under another set of tiers (a changed config), keeping the tiers that remain.
+
+        A tier is kept by its length (renamed if its name changed): its
+        windows carry on as if nothing happened. A new tier starts from the
+        data of the coarsest old tier its windows are made of, so its
+        first window counts what is still held (values since the oldest
+        window not yet freed) and may be partial. When the finest tier
+        changes, the old finest windows never emitted are merged into the
+        coarser ones first (as their emission would have), and a window of
+        the new finest tier that already held data is emitted first as
+        ``revision`` 1 (its data is in the coarser tiers already).
+
+        >>> from schemas.models import Reading
+        >>> from datetime import UTC, datetime
+        >>> r = Reading(device="d", metric="m", ts=datetime(2026, 1, 1, tzinfo=UTC), value=0.0)
+        >>> state = RollupState([("1m", 60.0), ("5m", 300.0)], 0.0, 600.0)
+        >>> out: list = []
+        >>> for i in range(6):
+        ...     state.add(30.0 * i, float(i), out, r)
+        >>> state = state.retier([("1m", 60.0), ("5m", 300.0), ("15m", 900.0)], 0.0, 600.0)
+        >>> state.add(960.0, 6.0, out, r)
+        >>> [(x.tier, x.count) for x in out if x.revision == 0]
+        [('1m', 2), ('1m', 2), ('1m', 2), ('5m', 6), ('15m', 6)]
+        """
+        spec = _spec(
+            tuple((str(n), float(s)) for n, s in tiers),
+            float(watermark_delay),
+            float(allowed_lateness),
+        )
+        old = self._spec
+        if spec == old:  # (the same tiers in another order: an equal spec)
+            return self
+
+        def key(length: float) -> int:
+            return round(length * 1e6)
+
+        old_tier = {key(length): t for t, length in enumerate(old.lengths)}
+        wins = [dict(w) for w in self._wins]
+        same_finest = key(spec.lengths[0]) == key(old.lengths[0])
+        if not same_finest:
+            # The old finest windows never emitted go into the coarser ones now.
+            for idx, acc in wins[0].items():
+                if acc.revision:
+                    continue
+                for ct in range(1, len(old.factors)):
+                    c = idx // old.factors[ct]
+                    cacc = wins[ct].get(c)
+                    if cacc is None:
+                        wins[ct][c] = acc.partial()
+                    else:
+                        _merge_into(cacc, acc)
+        new_wins: list[dict[int, Acc]] = []
+        kept: list[int] = []  # new tier -> old tier, or -1
+        for length in spec.lengths:
+            t = old_tier.get(key(length), -1)
+            kept.append(t)
+            new_wins.append(wins[t] if t >= 0 else {})
+        for t in range(len(spec.lengths)):
+            if kept[t] >= 0:
+                continue
+            # Seed from the coarsest old tier whose windows make up this tier's.
+            sources = [
+                s
+                for s in range(len(old.lengths))
+                if key(spec.lengths[t]) % key(old.lengths[s]) == 0
+            ]
+            if not sources:
+                continue
+            src = sources[-1]
+            ratio = round(spec.lengths[t] / old.lengths[src])
+            # The finest tier merged only its emitted windows into the coarser ones.
+            only_merged = src == 0 and same_finest
+            target = new_wins[t]
+            for idx in sorted(wins[src]):
+                acc = wins[src][idx]
+                if only_merged and acc.revision == 0:
+                    continue
+                c = idx // ratio
+                cacc = target.get(c)
+                if cacc is None:
+                    target[c] = acc.partial()
+                else:
+                    _merge_into(cacc, acc)
+        if not same_finest:
+            # The new finest windows' data is in the coarser windows already:
+            # they must not be merged into them again when first emitted.
+            for acc in new_wins[0].values():
+                if acc.revision == 0:
+                    acc.revision = 1
+        fresh = RollupState(tuple(zip(spec.names, spec.lengths, strict=True)), 0.0, 0.0)
+        fresh._set_spec(spec)
+        fresh._wins = new_wins
+        fresh._max_ts = self._max_ts
+        fresh._next_check = -_INF  # the next value looks at every window
+        return fresh
 
     def __getstate__(self) -> tuple[Any, ...]:
         spec = self._spec

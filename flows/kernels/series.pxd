@@ -23,7 +23,7 @@ cdef class OutputChunks:
     cdef public list telemetry, event, alarm, log, rollup, anomaly_score, dead_letter
 
 cdef class SeriesProcessor:
-    cdef public object config, new_state, to_log, detector_name, _epoch, reconcile
+    cdef public object config, new_state, to_log, detector_name, _epoch, reconcile, registry
     cdef public bint anomaly_on, emit_scores
     cdef public double threshold
 

@@ -80,6 +80,12 @@ EXPIRED = counter(
     "Series whose state expired after series_ttl without a reading (event time)",
 )
 
+RETIRED = counter(
+    "streamforge_series_retired_total",
+    "Series whose state ended because the device registry no longer admits their device, by "
+    "reason (decommissioned, unregistered)",
+)
+
 _EXPIRY_CHECK_S = 60.0
 """Wall-clock seconds between two looks for series to expire in a bucket."""
 
@@ -275,15 +281,20 @@ class SeriesProcessor:
     def __init__(
         self,
         config: PipelineConfig,
-        new_state: Callable[[Reading], SeriesState],
+        new_state: Callable[[Reading], SeriesState | DeadLetter],
         to_log: Callable[[Reading], Any],
     ) -> None:
         self.config = config
+        # The state of a new series, or the dead letter of a reading whose
+        # device the registry does not admit.
         self.new_state = new_state
         self.to_log = to_log
-        # (state, last reading) -> alarm transitions: a resumed series brought in
-        # line with the config (flows.series.SeriesStart.reconcile); None: nothing.
-        self.reconcile: Callable[[SeriesState, Reading], list[Any]] | None = None
+        # (state, last reading, outputs) -> the series' state brought in line
+        # with the config and the device registry (flows.series.SeriesStart.
+        # reconcile), its transitions added to the outputs; None: nothing.
+        self.reconcile: Callable[[SeriesState, Reading, OutputChunks], SeriesState] | None = None
+        # The device registry (schemas.devices.DeviceRegistry), or None.
+        self.registry: Any = None
         self.anomaly_on = config.anomaly.enabled
         self.emit_scores = config.anomaly.emit_scores
         self.detector_name = config.anomaly.detector.type
@@ -463,7 +474,11 @@ class SeriesProcessor:
                         self.follow(entry[0], reading.record, out)
                     continue
                 if entry is None:
-                    entry = series[key] = [self.new_state(reading), reading]
+                    made = self.new_state(reading)
+                    if type(made) is DeadLetter:  # a device the registry does not admit
+                        out.dead_letter.append(made)
+                        continue
+                    entry = series[key] = [made, reading]
                     device_key = f"{reading.tenant}/{reading.device}"
                     context = devices.get(device_key)
                     if context is None:
@@ -501,11 +516,17 @@ class SeriesProcessor:
             for record in produced:
                 (out.rollup if type(record) is Rollup else out.dead_letter).append(record)
 
-    def expire(self, state: SeriesState, out: OutputChunks, ident: Reading) -> None:
-        """The end of a series' state: its windows emitted, its active alarms cleared."""
+    def expire(
+        self, state: SeriesState, out: OutputChunks, ident: Reading, reason: str | None = None
+    ) -> None:
+        """The end of a series' state: its windows emitted, its active alarms cleared.
+
+        ``reason`` (in the clears' messages) defaults to the TTL's.
+        """
         self.flush(state, out, ident)
-        days = self.config.series_ttl / 86400
-        reason = f"no reading for {days:g} days: the series' state expired"
+        if reason is None:
+            days = self.config.series_ttl / 86400
+            reason = f"no reading for {days:g} days: the series' state expired"
         trackers = state.alarm_trackers()
         for tracker in trackers:
             out.alarm.extend(tracker.retire(ident, reason))
@@ -590,6 +611,23 @@ def second_value(reading: Reading) -> DeadLetter:
     )
 
 
+def not_admitted(reading: Reading, reason: str) -> DeadLetter:
+    """The dead letter of a reading of a device the registry does not admit (``reason`` says why).
+
+    Decommissioned devices, and unregistered ones where the tenant's policy
+    rejects them (:meth:`schemas.devices.DeviceRegistry.admits`).
+    """
+    return DeadLetter(
+        received_at=reading.ts,
+        source=reading.source,
+        reason=reason,
+        payload=to_json(reading).decode(),
+        origin=f"{reading.tenant}/{reading.device}/{reading.metric}",
+        step="registry",
+        tenant=reading.tenant,
+    )
+
+
 def bucket_of(series: str, buckets: int) -> str:
     """The Bytewax key of the bucket of a device's series (``tenant/device``; stable)."""
     return str(zlib.crc32(series.encode()) % buckets)
@@ -619,11 +657,13 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
         "_deadline",
         "_expire_at",
         "_refresh_at",
+        "_registry_version",
         "_resumed",
         "devices",
         "idle_timeout",
         "last_seen",
         "processor",
+        "revisions",
         "series",
         "ttl",
     )
@@ -645,22 +685,30 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
         self.devices: dict[str, DeviceContext] = {}
         # What resuming under a changed config emitted, handed over first.
         self._resumed: OutputChunks | None = None
+        # tenant/device -> the registry revision its series were last brought
+        # in line with (not snapshotted: a resume reconciles every series).
+        self.revisions: dict[str, int] = {}
+        self._registry_version = -1
         if resume is not None:
             now = time.time()
             reconcile = processor.reconcile
+            out = OutputChunks()
             for key, (state, ident) in resume.items():
                 if reconcile is not None and ident is not None:
-                    alarms = reconcile(state, ident)
-                    if alarms:
-                        if self._resumed is None:
-                            self._resumed = OutputChunks()
-                        self._resumed.alarm.extend(alarms)
+                    state = reconcile(state, ident, out)
                 self.series[key] = [state, ident]
                 self.last_seen[key] = now
                 device_key = f"{ident.tenant}/{ident.device}"
                 if state.device is None:  # a snapshot of an earlier version
                     state.device = self.devices.get(device_key) or DeviceContext()
                 self.devices[device_key] = state.device
+            registry = processor.registry
+            if registry is not None:
+                # Reconciled against the registry as it is now; devices it no
+                # longer admits leave at once.
+                self.follow_registry(out, reconciled=True)
+            if out.items():
+                self._resumed = out
             self._schedule(now)
 
     def _schedule(self, now: float) -> None:
@@ -688,6 +736,9 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
             self._schedule(now)
         if self.ttl and now >= self._expire_at:
             self.expire(now, out)
+        registry = self.processor.registry
+        if registry is not None and registry.version != self._registry_version:
+            self.follow_registry(out)
         if out.alarm:
             count_alarms(out.alarm)
         return out.items(), StatefulBatchLogic.RETAIN
@@ -704,6 +755,9 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
                 flush(state, out, ident)
         if self.ttl and now >= self._expire_at:
             self.expire(now, out)
+        registry = self.processor.registry
+        if registry is not None and registry.version != self._registry_version:
+            self.follow_registry(out)
         self._schedule(now)
         if out.alarm:
             count_alarms(out.alarm)
@@ -751,12 +805,70 @@ class SeriesBucketLogic(StatefulBatchLogic[list[Reading | AlarmAction], Output, 
                    "ttl_s": self.ttl},
         )  # fmt: skip
 
+    def follow_registry(self, out: OutputChunks, reconciled: bool = False) -> None:
+        """Bring this bucket's devices in line with the device registry, after it changed.
+
+        A device the registry no longer admits (decommissioned, or
+        unregistered where its tenant rejects those) loses the state of all
+        its series at once: windows emitted, alarms cleared with the reason,
+        gone from the next snapshot (``streamforge_series_retired_total``).
+        A device whose registry entry changed (type, area, tags) has its
+        series reconciled, so rules selecting by them start or stop.
+        ``reconciled``: every series was just reconciled (a resume).
+        """
+        registry = self.processor.registry
+        self._registry_version = registry.version
+        if not self.series:
+            return
+        by_device: dict[str, list[str]] = {}
+        for key, entry in self.series.items():
+            ident = entry[1]
+            by_device.setdefault(f"{ident.tenant}/{ident.device}", []).append(key)
+        reconcile = self.processor.reconcile
+        retired: list[str] = []
+        for device_key, keys in by_device.items():
+            ident = self.series[keys[0]][1]
+            why = registry.admits(ident.tenant, ident.device)
+            if why is not None:
+                for key in keys:
+                    state, last = self.series.pop(key)
+                    self.last_seen.pop(key, None)
+                    self.processor.expire(state, out, last, f"{why}: the series' state ended")
+                self.devices.pop(device_key, None)
+                self.revisions.pop(device_key, None)
+                retired.append(device_key)
+                RETIRED.inc(len(keys), reason="decommissioned" if "decommissioned" in why
+                            else "unregistered")  # fmt: skip
+                continue
+            info = registry.lookup(ident.tenant, ident.device)
+            revision = 0 if info is None else info.revision
+            if self.revisions.get(device_key) == revision:
+                continue
+            self.revisions[device_key] = revision
+            if reconciled or reconcile is None:
+                continue
+            for key in keys:
+                entry = self.series[key]
+                entry[0] = reconcile(entry[0], entry[1], out)
+        if retired:
+            log.info(
+                "device state ended by the registry",
+                extra={"step": "series", "devices": len(retired), "examples": retired[:5]},
+            )
+
     def notify_at(self) -> datetime | None:
         """When to run the idle flush (see the class docstring), or at once after a resume
-        that has transitions to hand over."""
+        that has transitions to hand over; with a device registry, at least every
+        ``registry.refresh`` seconds, to follow its changes in quiet buckets too."""
         if self._resumed is not None:
             return datetime.now(UTC)
-        return self._deadline
+        registry = self.processor.registry
+        if registry is None:
+            return self._deadline
+        if registry.version != self._registry_version:
+            return datetime.now(UTC)
+        check = datetime.fromtimestamp(time.time() + self.processor.config.registry.refresh, UTC)
+        return check if self._deadline is None or check < self._deadline else self._deadline
 
     def snapshot(self) -> Any:
         """Every series' state and last reading (see class docstring)."""

@@ -416,3 +416,82 @@ def test_snapshot_with_list_accumulators_still_loads() -> None:
     old.flush(out_old, who)
     assert len(out_live) > 10
     assert out_old == out_live
+
+
+# --- a changed tier set (a flow resumed under a new config): RollupState.retier ---
+
+_TIER_SETS = [
+    [("1m", 60.0), ("5m", 300.0), ("15m", 900.0)],
+    [("1m", 60.0), ("5m", 300.0)],
+    [("1m", 60.0), ("15m", 900.0), ("30m", 1800.0)],
+    [("5m", 300.0), ("15m", 900.0)],
+    [("30s", 30.0), ("1m", 60.0), ("5m", 300.0)],
+    [("2m", 120.0), ("10m", 600.0)],
+    [("1m", 60.0)],
+]
+
+
+def _latest(rollups: list[Rollup]) -> dict[tuple[str, float], Rollup]:
+    final: dict[tuple[str, float], Rollup] = {}
+    for r in rollups:
+        key = (r.tier, r.window_start.timestamp())
+        assert key not in final or r.revision > final[key].revision, f"{key}: revision went back"
+        final[key] = r
+    return final
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    old=st.sampled_from(_TIER_SETS),
+    new=st.sampled_from(_TIER_SETS),
+    steps=st.lists(
+        st.tuples(st.floats(0.0, 40.0), st.floats(-50.0, 50.0)), min_size=2, max_size=80
+    ),
+    jitter=st.lists(st.floats(0.0, 30.0), min_size=80, max_size=80),
+    split=st.floats(0.0, 1.0),
+    delay=st.sampled_from([0.0, 5.0, 30.0]),
+)
+def test_retier_counts_every_value_in_the_tiers_it_can(old, new, steps, jitter, split, delay):
+    """After a change of tiers, every window of a tier whose length is a whole number of old
+    windows holds every value, as if the new tiers had been there from the start (nothing is
+    freed here: the lateness is longer than the stream)."""
+    lateness = 1e7
+    values, t = [], T0
+    for i, (gap, value) in enumerate(steps):
+        t += gap
+        values.append((t - jitter[i], value))  # out of order within the lateness
+    cut = int(split * len(values))
+    out: list[Any] = []
+    who = ident(0)
+    state = RollupState(old, delay, lateness)
+    for ts, value in values[:cut]:
+        state.add(ts, value, out, who)
+    state = pickle.loads(pickle.dumps(state)).retier(new, delay, lateness)
+    mark = len(out)
+    for ts, value in values[cut:]:
+        state.add(ts, value, out, who)
+    state.flush(out, who)
+    assert all(isinstance(r, Rollup) for r in out)
+    got = _latest(out)
+    expected, late = reference([("add", 0, ts, v) for ts, v in values], new, delay, lateness)
+    assert not late
+    old_lengths = [length for _, length in old]
+    exact = {
+        name
+        for name, length in new
+        if any(round(length) % round(o) == 0 for o in old_lengths) or cut == 0
+    }
+    for (_key, tier, start), want in expected.items():
+        if tier not in exact:
+            continue
+        r = got.get((tier, start))
+        assert r is not None, f"{tier} window at {start - T0} missing"
+        assert r.count == want["count"], (tier, start - T0, r.count, want["count"])
+        assert close(r.sum, want["sum"], 100 * want["count"])
+        assert (r.min, r.max) == (want["min"], want["max"])
+    assert {r.tier for r in out[mark:]} <= {name for name, _ in new}
+
+
+def test_retier_to_the_same_tiers_is_the_same_state():
+    state = RollupState(TIERS, 5.0, 60.0)
+    assert state.retier(list(reversed(TIERS)), 5.0, 60.0) is state
