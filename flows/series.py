@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
+from connectors.runtime.metrics import counter
 from flows.alarms import AnomalyAlarmTracker, DeviceAlarmTracker, ThresholdAlarmTracker
 from flows.anomaly import build_detector
 from flows.classify import Classifier, to_log_record
@@ -40,6 +41,13 @@ from flows.kernels.series import (
 )
 from schemas.devices import DeviceInfo, DeviceRegistry
 from schemas.models import DeadLetter, Reading, RecordKind, Rollup, is_number
+
+RECONCILED = counter(
+    "streamforge_series_reconciled_total",
+    "Changes made to existing series' state to follow a changed config or registry entry, by "
+    "change (kind, rule_added, rule_removed, detector, anomaly_off, rollup_tiers, rollups_on, "
+    "rollups_off)",
+)
 
 
 class SeriesStart:
@@ -163,6 +171,7 @@ class SeriesStart:
             reason = f"the series is now classified as {kind}, no longer {state.kind}"
             self._end(state, last, out, reason)
             fresh.device = state.device
+            RECONCILED.inc(change="kind")
             return fresh
         if state.kind != "telemetry":
             return state
@@ -171,7 +180,12 @@ class SeriesStart:
         for tracker in state.threshold_alarms:
             rule = rules.pop(tracker.rule, None)
             if rule is None:
-                out.alarm += tracker.retire(last, f"rule {tracker.rule!r} no longer applies")
+                if tracker.rule in self.rule_order:  # configured, but not for this device now
+                    why = f"rule {tracker.rule!r} no longer applies to device {d!r}"
+                else:
+                    why = f"rule {tracker.rule!r} is no longer configured"
+                out.alarm += tracker.retire(last, why)
+                RECONCILED.inc(change="rule_removed")
             else:
                 out.alarm += tracker.reconfigure(rule, last)
                 kept.append(tracker)
@@ -179,6 +193,7 @@ class SeriesStart:
             tracker = ThresholdAlarmTracker(rule, t, d, m)
             out.alarm += tracker.update(last)
             kept.append(tracker)
+            RECONCILED.inc(change="rule_added")
         order = self.rule_order
         kept.sort(key=lambda tr: order[tr.rule])
         state.threshold_alarms = kept
@@ -186,6 +201,7 @@ class SeriesStart:
             wanted = config.anomaly.detector.type
             if state.detector is None or getattr(state.detector, "name", None) != wanted:
                 state.detector = build_detector(config.anomaly.detector)
+                RECONCILED.inc(change="detector")
             if state.anomaly_alarm is None:
                 state.anomaly_alarm = AnomalyAlarmTracker(config.anomaly, t, d, m)
             else:
@@ -193,18 +209,23 @@ class SeriesStart:
         elif state.anomaly_alarm is not None:
             out.alarm += state.anomaly_alarm.retire(last, "anomaly detection is turned off")
             state.detector = state.anomaly_alarm = None
+            RECONCILED.inc(change="anomaly_off")
         rc = config.rollups
         if rc.enabled and state.rollups is None:
             state.rollups = self._rollups()
+            RECONCILED.inc(change="rollups_on")
         elif rc.enabled and state.rollups is not None:
-            state.rollups = state.rollups.retier(
-                self.tiers, rc.watermark_delay, rc.allowed_lateness
-            )
+            delay, lateness = rc.watermark_delay, rc.allowed_lateness
+            retiered = state.rollups.retier(self.tiers, delay, lateness)
+            if retiered is not state.rollups:
+                state.rollups = retiered
+                RECONCILED.inc(change="rollup_tiers")
         elif state.rollups is not None:  # turned off
             produced: list[Any] = []
             state.rollups.flush(produced, last)
             _route(produced, out)
             state.rollups = None
+            RECONCILED.inc(change="rollups_off")
         state.run_signal = m == config.alarm_management.running_metric
         return state
 

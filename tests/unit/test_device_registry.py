@@ -123,7 +123,7 @@ def test_a_changed_registry_entry_reconciles_the_device_series() -> None:
     registry.update([DeviceInfo("default", "p-1", type="pump", revision=3)], {})
     outputs, _ = logic.on_notify()
     (cleared,) = alarms(outputs)
-    assert cleared.message == "cleared: rule 'press_hot' no longer applies"
+    assert cleared.message == "cleared: rule 'press_hot' no longer applies to device 'p-1'"
 
 
 def test_a_resumed_bucket_drops_devices_decommissioned_while_it_was_down() -> None:

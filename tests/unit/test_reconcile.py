@@ -71,7 +71,7 @@ def test_a_removed_rule_clears_its_alarm_with_the_reason_and_a_new_rule_starts()
     other = {"name": "very_hot", "metric": "temp", "levels": {"major": 84}}
     out = reconcile(PipelineConfig(alarms=[other]), state, last)
     assert steps(out) == [("hot", "cleared", "warning"), ("very_hot", "raised", "major")]
-    assert out[0].message == "cleared: rule 'hot' no longer applies"
+    assert out[0].message == "cleared: rule 'hot' is no longer configured"
     assert [t.rule for t in state.threshold_alarms] == ["very_hot"]
 
 
