@@ -416,6 +416,19 @@ class AnomalyAlarmTracker(AlarmTrackerBase):
         self._life.retract()
         self._count = 0
 
+    def withdraw(self, alarm_id: str) -> None:
+        """Take back a held raise and what followed it, passed on to no one (``SeriesProcessor``).
+
+        The alarm is forgotten if it is still this tracker's (it may have
+        cleared meanwhile: then there is nothing left to forget).
+        """
+        life = self._life
+        if life.id == alarm_id:
+            if life.raise_times:
+                life.raise_times.pop()
+            life._reset()
+        self._count = 0
+
 
 _FALSY = frozenset(("", "0", "false", "off", "ok", "clear", "cleared", "no", "normal", "none"))
 _SEVERITIES: dict[str, Severity] = {

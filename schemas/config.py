@@ -284,6 +284,15 @@ class AnomalyConfig(Strict):
     and cleared when ``clear_hold`` consecutive scores are below
     ``clear_threshold``.
 
+    Duplicates (ISA-18.2 rationalization: one condition, one alarm): on a
+    series that threshold rules watch, the abnormal values that raise an
+    anomaly alarm are often the excursion a threshold alarm annunciates
+    seconds later (or has just cleared). Such a raise is held for
+    ``duplicate_window`` of event time and dropped when a threshold alarm of
+    the same series is active within that window before or after it
+    (``streamforge_anomaly_duplicates_total``); otherwise it is passed on
+    then, with its own time. Series without threshold rules are not held.
+
     Every scored telemetry reading carries its score (``score`` in its
     record, the ``readings.score`` column). ``emit_scores: true`` also emits
     a separate :class:`~schemas.models.AnomalyScore` record per value (the
@@ -307,11 +316,23 @@ class AnomalyConfig(Strict):
         description="a start, a stop or another alarm of the device raises no anomaly alarm",
     )
     chatter: ChatterConfig | None = Field(default_factory=ChatterConfig)
+    duplicate_window: float = Field(
+        60.0,
+        ge=0.0,
+        description="seconds (event time): an anomaly raise on a series that threshold rules "
+        "watch is held this long, and dropped as a duplicate when a threshold alarm of the "
+        "series is active within this time before or after it; 0: never held",
+    )
     emit_scores: bool = Field(
         False,
         description="also emit a separate AnomalyScore record per telemetry value "
         "(every reading carries its score in any case)",
     )
+
+    @field_validator("duplicate_window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
 
     @model_validator(mode="after")
     def _check(self) -> AnomalyConfig:

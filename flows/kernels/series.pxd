@@ -8,7 +8,7 @@ from flows.kernels.rollups cimport RollupState
 cdef class SeriesState:
     cdef public str kind
     cdef public bint text
-    cdef public double last_epoch
+    cdef public double last_epoch, pending_from, pending_until, threshold_seen
     cdef public object recent
     cdef public int recent_pos
     cdef public object events, detector, anomaly_alarm, device_alarm, device, pending
@@ -25,7 +25,7 @@ cdef class OutputChunks:
 cdef class SeriesProcessor:
     cdef public object config, new_state, to_log, detector_name, _epoch, reconcile, registry
     cdef public bint anomaly_on, emit_scores
-    cdef public double threshold
+    cdef public double threshold, duplicate_window
 
     @cython.locals(entry=list, state=SeriesState, with_rollups=bint)
     cpdef bint process_batch(self, chunks, dict series, dict last_seen, double now,

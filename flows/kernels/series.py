@@ -80,6 +80,12 @@ EXPIRED = counter(
     "Series whose state expired after series_ttl without a reading (event time)",
 )
 
+ANOMALY_DUPLICATES = counter(
+    "streamforge_anomaly_duplicates_total",
+    "Anomaly raises dropped as duplicates of a threshold alarm of the same series "
+    "(anomaly.duplicate_window)",
+)
+
 RETIRED = counter(
     "streamforge_series_retired_total",
     "Series whose state ended because the device registry no longer admits their device, by "
@@ -192,12 +198,15 @@ class SeriesState:
         "kind",
         "last_epoch",
         "pending",
+        "pending_from",
+        "pending_until",
         "recent",
         "recent_pos",
         "rollups",
         "run_signal",
         "text",
         "threshold_alarms",
+        "threshold_seen",
     )
 
     def __init__(self, kind: str) -> None:
@@ -223,8 +232,12 @@ class SeriesState:
         # series is the device's run state (AlarmManagementConfig.running_metric).
         self.device: DeviceContext | None = None
         self.run_signal = False
-        # An anomaly raise held until the series' next value (see process()).
+        # An anomaly raise held (with what followed it) from the event time
+        # pending_from until a value at pending_until or later (see process()).
         self.pending: list[Alarm] | None = None
+        self.pending_from = self.pending_until = float("-inf")
+        # The latest event time a threshold alarm of the series was active.
+        self.threshold_seen = float("-inf")
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -233,6 +246,7 @@ class SeriesState:
         # A snapshot of an earlier version lacks the newer fields: defaults first.
         self.text, self.last_epoch, self.recent, self.recent_pos = False, float("-inf"), None, 0
         self.device, self.run_signal, self.pending = None, False, None
+        self.pending_from = self.pending_until = self.threshold_seen = float("-inf")
         for name, value in state.items():
             setattr(self, name, value)
 
@@ -299,6 +313,7 @@ class SeriesProcessor:
         self.emit_scores = config.anomaly.emit_scores
         self.detector_name = config.anomaly.detector.type
         self.threshold = config.anomaly.threshold
+        self.duplicate_window = config.anomaly.duplicate_window
         # (datetime, its epoch seconds) of the last reading: readings of one
         # instant often share one datetime object (a simulator step, a
         # gateway's batch), and timestamp() is not free. One attribute, so
@@ -353,6 +368,8 @@ class SeriesProcessor:
                     out.alarm.extend(alarms)
                     if ctx is not None:
                         ctx.note(alarms)
+                if tracker.active:
+                    state.threshold_seen = epoch
             if state.rollups is not None:
                 produced: list[Any] = []
                 state.rollups.add(epoch, value, produced, reading)
@@ -374,8 +391,8 @@ class SeriesProcessor:
                     # machine or a device in another alarm is only scored (river's
                     # score_one without learn_one): not the normal to learn.
                     if state.pending is not None:
+                        tracker.withdraw(state.pending[0].id)
                         state.pending = None
-                        tracker.retract()
                     if why == STARTING:
                         reading.score = state.detector.score_learn_one(reading_ts, value)
                     else:
@@ -405,22 +422,32 @@ class SeriesProcessor:
                             score >= self.threshold,
                         )
                     )
-                assert state.anomaly_alarm is not None
+                tracker = state.anomaly_alarm
+                assert tracker is not None
+                window = self.duplicate_window if state.threshold_alarms else 0.0
                 if state.pending is not None:
-                    out.alarm.extend(state.pending)
-                    state.pending = None
-                alarms = state.anomaly_alarm.update(reading_ts, value, score)
+                    if window > 0.0 and state.threshold_seen >= state.pending_from - window:
+                        self.drop_duplicate(state, tracker)
+                    elif epoch >= state.pending_until:
+                        out.alarm.extend(state.pending)
+                        state.pending = None
+                alarms = tracker.update(reading_ts, value, score)
                 if alarms:
-                    if (
-                        context
-                        and ctx is not None
-                        and ctx.running is not None
-                        and alarms[0].transition == "raised"
-                    ):
-                        # A device with a run state: its readings of one instant
-                        # may come before the run state's (a stop, a start), so a
-                        # raise waits for the series' next value, judged then.
+                    if state.pending is not None:  # still held: what follows waits with it
+                        state.pending.extend(alarms)
+                    elif alarms[0].transition != "raised":
+                        out.alarm.extend(alarms)
+                    elif window > 0.0 and state.threshold_seen >= epoch - window:
                         state.pending = alarms
+                        self.drop_duplicate(state, tracker)
+                    elif window > 0.0 or (context and ctx is not None and ctx.running is not None):
+                        # Held: on a series with threshold rules, for the window
+                        # (a duplicate?); on a device with a run state, until the
+                        # series' next value (its readings of one instant may come
+                        # before the run state's: a stop, a start), judged then.
+                        state.pending = alarms
+                        state.pending_from = epoch
+                        state.pending_until = epoch + window
                     else:
                         out.alarm.extend(alarms)
         elif kind == "event":
@@ -491,6 +518,13 @@ class SeriesProcessor:
                 if state.rollups is not None:
                     with_rollups = True
         return with_rollups
+
+    def drop_duplicate(self, state: SeriesState, tracker: Any) -> None:
+        """Drop the held anomaly raise of a series as a duplicate of its threshold alarm."""
+        assert state.pending is not None
+        tracker.withdraw(state.pending[0].id)
+        state.pending = None
+        ANOMALY_DUPLICATES.inc()
 
     def follow(self, state: SeriesState, action: Alarm, out: OutputChunks) -> None:
         """Apply an operator's alarm action to the tracker of its rule, if this series has one."""

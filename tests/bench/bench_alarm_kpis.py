@@ -52,7 +52,8 @@ def demo_config(
 
     os.environ["STREAMFORGE_CONFIG"] = str(DEMO)
     config = load_pipeline_config()
-    (sim,) = config.sources
+    # Its simulator only (the demo also listens on MQTT), in this one process.
+    sim = next(s for s in config.sources if s.type == "simulator")
     series = sim.devices * sim.metrics  # type: ignore[union-attr]
     steps = int(hours * 3600 / sim.interval_s)  # type: ignore[union-attr]
     unpaced = {
@@ -63,7 +64,7 @@ def demo_config(
         "anomalies": anomalies,
     }
     sim = sim.model_copy(update=unpaced)
-    update: dict[str, Any] = {"sources": [sim], "sinks": []}
+    update: dict[str, Any] = {"sources": [sim], "sinks": [], "topology": "combined"}
     if not floods or not managed:
         update["alarm_management"] = config.alarm_management.model_copy(
             update={"flood": config.alarm_management.flood.model_copy(update={"enabled": False})}

@@ -362,3 +362,58 @@ def test_alarm_transitions_are_counted_for_the_kpi_metrics() -> None:
     logic = SeriesBucketLogic(series_processor(PipelineConfig(alarms=[hot(priority="high")])), None)
     logic.on_batch([[Reading(device="m-1", metric="temp", ts=at(0), value=85.0)]])
     assert ALARM_TRANSITIONS.value(**labels) - before == 1
+
+
+# --- duplicates: an anomaly alarm for the excursion a threshold alarm annunciates --------
+
+
+def steady(send: Any, until: int, base: float = 60.0) -> None:
+    for s in range(until):
+        send(s, "temp", base + (s % 5) * 0.1)
+
+
+def test_an_anomaly_raise_followed_by_the_series_threshold_alarm_is_a_duplicate() -> None:
+    from flows.kernels.series import ANOMALY_DUPLICATES
+
+    before = ANOMALY_DUPLICATES.value()
+    send, _series = machine(PipelineConfig(alarms=[hot()]))
+    steady(send, 400)
+    alarms = []
+    for i, value in enumerate([66.0, 71.0, 76.0, 81.0, 84.0, 84.5, 84.2]):  # a ramp, then hot
+        alarms += send(400 + i, "temp", value).alarm
+    for s in range(407, 520):
+        alarms += send(s, "temp", 84.0 + (s % 3) * 0.1).alarm
+    assert [(a.rule, a.transition) for a in alarms] == [("hot", "raised")]
+    assert ANOMALY_DUPLICATES.value() - before == 1
+
+
+def test_an_anomaly_raise_shortly_after_the_series_threshold_alarm_cleared_is_a_duplicate() -> None:
+    send, _series = machine(PipelineConfig(alarms=[hot()]))
+    steady(send, 400)
+    assert [a.rule for a in send(400, "temp", 85.0).alarm] == ["hot"]
+    assert [a.transition for a in send(401, "temp", 74.0).alarm] == ["cleared"]
+    alarms = [a for s in range(402, 520) for a in send(s, "temp", 40.0 + (s % 3) * 0.1).alarm]
+    assert alarms == []  # the drop after the excursion: the same condition
+
+
+def test_an_anomaly_no_threshold_alarm_comes_near_is_passed_on_after_the_window() -> None:
+    send, _series = machine(PipelineConfig(alarms=[hot()], anomaly={"duplicate_window": "30s"}))
+    steady(send, 400)
+    assert send(400, "temp", 70.0).alarm == []  # a jump, well below the threshold: held
+    held = [a for s in range(401, 430) for a in send(s, "temp", 60.0 + (s % 5) * 0.1).alarm]
+    assert held == []
+    alarms = send(430, "temp", 60.2).alarm
+    assert [(a.rule, a.transition, a.raised_at) for a in alarms][:1] == [
+        ("anomaly", "raised", at(400))
+    ]
+    assert [a.transition for a in alarms] == ["raised", "cleared"]  # it came and went
+
+
+def test_series_without_threshold_rules_or_without_a_window_are_not_held() -> None:
+    for config in (
+        PipelineConfig(alarms=[]),
+        PipelineConfig(alarms=[hot()], anomaly={"duplicate_window": 0}),
+    ):
+        send, _series = machine(config)
+        steady(send, 400)
+        assert [a.rule for a in send(400, "temp", 70.0).alarm] == ["anomaly"]
