@@ -9,8 +9,9 @@ and injected anomalies) runs in memory over ``--hours`` of simulated event
 time, unpaced, three times: as configured (alarm management on:
 suppression, chattering, floods, priorities); without flood detection (so
 the raises a flood holds back are counted); and with every management
-feature off (no suppression, no chatter handling, no floods), as before it
-existed. From the alarm transitions of each run it computes the KPIs that
+feature off (no suppression, no chatter handling, no floods, no dropping of
+anomaly alarms that duplicate a threshold alarm), as before it existed.
+From the alarm transitions of each run it computes the KPIs that
 ``GET /alarms/kpis`` serves (same definitions: raises exclude flood alarms;
 the peak is the most raises in one aligned 10-minute bucket), plus raises by
 kind and by cause: anomaly alarms within 2 minutes after a machine start or
@@ -78,7 +79,7 @@ def demo_config(
         ]  # fmt: skip
         update["anomaly"] = config.anomaly.model_copy(
             update={"suppression": config.anomaly.suppression.model_copy(update=off),
-                    "chatter": None}
+                    "chatter": None, "duplicate_window": 0.0}
         )  # fmt: skip
     return config.model_copy(update=update)
 
