@@ -12,6 +12,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.params import StorableText
+from schemas.devices import MetricSpec
 
 T = TypeVar("T")
 
@@ -31,24 +32,163 @@ class Page(BaseModel, Generic[T]):
     )
 
 
+class LastValue(BaseModel):
+    """A metric's newest stored value (a reading, or an event's new state)."""
+
+    value: Any = Field(description="A number, boolean or text (an event's value: any JSON).")
+    ts: datetime
+    unit: str | None = Field(
+        None, description="The registered unit of the metric when given, else the reading's."
+    )
+    in_range: bool | None = Field(
+        None,
+        description="Within the registered [min, max] of the metric; null when it has no range "
+        "or the value is not a number.",
+    )
+
+
 class DeviceOut(_Out):
-    """A device of the caller's tenant: what it measures and its state."""
+    """A device of the caller's tenant: its registration, what it sends and its state."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "example": {
                 "device": "press-1",
+                "name": "Press 1, hall north",
+                "type": "press",
+                "area": "north",
+                "tags": ["line-1"],
+                "metric_specs": {"temperature": {"unit": "degC", "min": 0, "max": 120}},
+                "registration": "registered",
+                "status": "online",
                 "last_seen": _TS,
                 "metrics": ["pressure", "temperature"],
+                "event_metrics": ["state.mode"],
+                "last_values": {
+                    "temperature": {"value": 71.5, "ts": _TS, "unit": "degC", "in_range": True},
+                    "pressure": {"value": 3.2, "ts": _TS, "unit": "bar", "in_range": None},
+                },
                 "active_alarms": 1,
+                "revision": 3,
+                "registered_at": "2025-12-01T08:00:00Z",
+                "registered_by": "sfk_1a2b3c4d",
+                "updated_at": "2025-12-20T10:00:00Z",
+                "updated_by": "sfk_1a2b3c4d",
+                "decommissioned_at": None,
+                "decommission_reason": None,
             }
         }
     )
 
     device: str
-    last_seen: datetime | None = Field(description="Time of its newest stored reading.")
+    name: str | None = Field(None, description="Registered display name.")
+    type: str | None = Field(None, description="Registered device type.")
+    area: str | None = Field(None, description="Registered area.")
+    tags: list[str] = Field(default_factory=list, description="Registered tags, sorted.")
+    metric_specs: dict[str, MetricSpec] = Field(
+        default_factory=dict, description="Registered metrics: unit and normal range."
+    )
+    registration: Literal["registered", "discovered", "decommissioned"] = Field(
+        "discovered",
+        description="registered (active), decommissioned, or discovered: seen in the stored "
+        "data but never registered.",
+    )
+    status: Literal["online", "stale", "offline", "unknown"] = Field(
+        "unknown",
+        description="By the age of last_seen: online up to STREAMFORGE_API_DEVICE_STALE_AFTER_S, "
+        "stale up to STREAMFORGE_API_DEVICE_OFFLINE_AFTER_S, offline beyond; unknown when "
+        "nothing was ever stored from it.",
+    )
+    last_seen: datetime | None = Field(
+        description="Time of its newest stored reading, event, log line or alarm signal."
+    )
     metrics: list[str] = Field(description="Metrics it has readings of, sorted.")
+    event_metrics: list[str] = Field(
+        default_factory=list, description="Metrics it has events of, sorted."
+    )
+    last_values: dict[str, LastValue] = Field(
+        default_factory=dict, description="The newest value of each metric it has readings or "
+        "events of (the newer of the two when a metric has both).",
+    )  # fmt: skip
     active_alarms: int = Field(description="Alarms raised or acknowledged, not yet cleared.")
+    revision: int | None = Field(None, description="Grows with each change of the registration.")
+    registered_at: datetime | None = None
+    registered_by: str | None = None
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+    decommissioned_at: datetime | None = None
+    decommission_reason: str | None = None
+
+
+class DecommissionIn(BaseModel):
+    """Why a device is decommissioned (optional)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"reason": "replaced by press-7"}}
+    )
+
+    reason: StorableText | None = Field(None, max_length=2000)
+
+
+class ImportResult(BaseModel):
+    """What a bulk import did: devices new, changed, and already registered as given."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"created": 120, "updated": 3, "unchanged": 877}}
+    )
+
+    created: int
+    updated: int
+    unchanged: int
+
+
+class ImportProblemOut(BaseModel):
+    """One reason a row of an import was refused."""
+
+    line: int | None = Field(description="CSV line (the header is line 1); null for YAML/JSON.")
+    index: int | None = Field(description="Position in the YAML/JSON list (from 0); null for CSV.")
+    device: str | None
+    field: str
+    message: str
+
+
+class ImportRejectedOut(BaseModel):
+    """A refused import (nothing was written): why, and every bad row."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "message": "1 of 2 devices are invalid; nothing was imported",
+                "errors": [
+                    {"line": 3, "index": None, "device": "pump-2", "field": "metrics",
+                     "message": "temperature: min 'cold' is not a number"}
+                ],
+            }
+        }
+    )  # fmt: skip
+
+    message: str
+    errors: list[ImportProblemOut]
+
+
+class DevicePolicyIn(BaseModel):
+    """What flows do with readings of devices nobody registered."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"unregistered": "reject"}}
+    )
+
+    unregistered: Literal["accept", "reject"] = Field(
+        description="accept: processed, and the device is listed as discovered; reject: "
+        "dead letters (step registry)."
+    )
+
+
+class DevicePolicyOut(DevicePolicyIn):
+    """The tenant's policy for unregistered devices (accept when it never set one)."""
+
+    updated_at: datetime | None = None
+    updated_by: str | None = None
 
 
 class ReadingOut(_Out):

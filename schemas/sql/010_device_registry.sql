@@ -22,10 +22,19 @@ CREATE TABLE IF NOT EXISTS devices (
     updated_at        timestamptz NOT NULL DEFAULT now(),
     updated_by        text        NOT NULL,
     decommissioned_at timestamptz,
+    -- Why it was decommissioned (POST /devices/{device}/decommission); NULL again once revived.
+    decommission_reason text,
     PRIMARY KEY (tenant, device)
 );
 -- Flows poll for rows changed since their last look.
 CREATE INDEX IF NOT EXISTS devices_updated_at ON devices (updated_at);
+
+-- A device that only reports its own alarm signal (alarms of kind 'device')
+-- has no readings, events or logs: GET /devices finds it, and its newest
+-- signal, through this index, one probe per device, however many threshold
+-- and anomaly alarms the tenant's devices have.
+CREATE INDEX IF NOT EXISTS alarms_device_signal ON alarms (tenant, device, ts DESC)
+    WHERE kind = 'device';
 
 CREATE OR REPLACE FUNCTION streamforge_device_revision() RETURNS trigger
 LANGUAGE plpgsql AS $$

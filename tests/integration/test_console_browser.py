@@ -18,6 +18,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
+from connectors.timescale.rows import SPEC_BY_TYPE
+from connectors.timescale.writer import TimescaleWriter
 from schemas.models import Reading
 from tests.integration.console_harness import (
     REPO,
@@ -164,6 +168,56 @@ def test_pipeline_page_shows_flows_and_process_figures_to_an_admin(
     assert "oldest record 75 s old (over 60 s)" in warnings, warnings
     assert row.locator("td").nth(6).inner_text().strip() == "7 (full 7)"
     screenshot(page, "pipeline")
+    page.close()
+
+
+def test_registry_view_shows_registered_and_discovered_devices(
+    browser: Any, console: Console
+) -> None:
+    # press-1 registered with a temperature range its newest reading (75) is above;
+    # press-2 sends readings but nobody registered it: discovered.
+    admin = {"X-API-Key": console.world.keys[("plant-a", "admin")]}
+    registration = {
+        "device": "press-1", "name": "Press One", "type": "press", "area": "north",
+        "tags": ["line-1"], "metrics": {"temperature": {"unit": "degC", "min": 0, "max": 70}},
+    }  # fmt: skip
+    r = httpx.post(f"{console.url}/devices", json=registration, headers=admin, timeout=10)
+    assert r.status_code in (200, 201), r.text
+    writer = TimescaleWriter(console.world.url)
+    try:
+        fresh = Reading("press-1", "temperature", datetime.now(UTC), 75.0, "plant-a", source="http")
+        writer.write({SPEC_BY_TYPE[Reading]: [fresh]})
+    finally:
+        writer.close()
+
+    page = login(browser, console, "viewer")
+    page.click('#nav a[data-page="registry"]')
+    page.wait_for_selector("body[data-ready=registry]")
+    press1 = page.locator('#registry tr[data-device="press-1"]')
+    assert press1.get_attribute("data-registration") == "registered"
+    assert press1.get_attribute("data-status") == "online"
+    cells = [c.strip() for c in press1.locator("td").all_inner_texts()]
+    assert cells[:7] == ["press-1", "Press One", "registered", "online", "press", "north", "line-1"]
+    marked = press1.locator('td.values span.out-of-range[data-metric="temperature"]')
+    assert marked.count() == 1 and "75 degC" in marked.inner_text()
+    assert press1.locator('td.values span[data-metric="pressure"]:not(.out-of-range)').count() == 1
+    press2 = page.locator('#registry tr[data-device="press-2"]')
+    assert press2.get_attribute("data-registration") == "discovered"
+    assert press2.locator(".badge.reg-discovered").inner_text() == "discovered"
+    assert int(press2.locator("td.alarms").inner_text()) >= 2  # a_anomaly, a_critical
+    assert page.locator('#registry tr[data-device="pump-9"]').count() == 0  # plant-b's
+    screenshot(page, "registry")
+
+    # The filters are the API's: only discovered devices, then only online ones.
+    page.select_option("#reg-registration", "discovered")
+    page.wait_for_selector('#registry[data-query*="registration=discovered"]')
+    shown = page.locator("#registry tbody tr[data-device]")
+    kinds = set(shown.evaluate_all("rows => rows.map(r => r.dataset.registration)"))
+    assert kinds == {"discovered"} and press2.count() == 1 and press1.count() == 0
+    page.select_option("#reg-registration", "")
+    page.select_option("#reg-status", "online")
+    page.wait_for_selector('#registry[data-query="limit=500&status=online"]')
+    assert press1.count() == 1 and press2.count() == 0  # press-2's readings are old
     page.close()
 
 

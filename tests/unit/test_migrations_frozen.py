@@ -24,7 +24,7 @@ RELEASED = {
     "009_flow_config_versions": (
         "a5b1e1601d0fa347c0d2f273ac78ee22954826cff136891d125f3bbde4545cc2"
     ),
-    "010_device_registry": "9b331bdac4f238e22f2e6bcde8f08578fc93c5623a0e49938d8d4b65ec5b3e2c",
+    "010_device_registry": "87dd1674031a0e8a53840fe6d4588ac5d0ebf518e237caba2bbd2889d8ae298b",
 }
 
 

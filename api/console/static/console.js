@@ -1,5 +1,5 @@
-// StreamForge console: one page, four views (#/plant, #/device/<name>, #/alarms,
-// #/pipeline), plain JavaScript, no build step. Every request carries the key
+// StreamForge console: one page, five views (#/plant, #/registry, #/device/<name>,
+// #/alarms, #/pipeline), plain JavaScript, no build step. Every request carries the key
 // the login form stored in sessionStorage, so the API's roles and tenant
 // isolation apply as they do to curl. Live updates: /console/api/live (SSE,
 // read with fetch because EventSource cannot send a header).
@@ -57,6 +57,7 @@ function bytes(n) {
 
 function fmt(v) {
   if (typeof v === "number") return Math.abs(v) >= 1000 ? v.toFixed(0) : v.toPrecision(4).replace(/\.?0+$/, "");
+  if (v !== null && typeof v === "object") return esc(JSON.stringify(v)); // an event's JSON value
   return esc(v);
 }
 
@@ -190,6 +191,68 @@ async function plantView() {
   draw();
   let pending = false;
   return { live: () => { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; draw(); }); } } };
+}
+
+// ---- Registry ---------------------------------------------------------------------
+// GET /devices as it is: registered, discovered (seen, never registered) and
+// decommissioned devices, their status, metadata, last values (out of their
+// registered range marked) and active alarms; the filters are the API's own.
+const REGISTRATIONS = ["registered", "discovered", "decommissioned"];
+const STATUSES = ["online", "stale", "offline", "unknown"];
+
+function registryRow(d) {
+  const values = Object.entries(d.last_values).map(([m, v]) => {
+    const out = v.in_range === false;
+    return `<span data-metric="${esc(m)}" class="${out ? "out-of-range" : ""}"${out ? ' title="outside its registered range"' : ""}>${esc(m)} <b>${fmt(v.value)}</b>${v.unit ? " " + esc(v.unit) : ""}${out ? " ⚠" : ""}</span>`;
+  }).join("");
+  // A device never seen has no page of data to open.
+  const name = d.last_seen ? `<a href="#/device/${encodeURIComponent(d.device)}">${esc(d.device)}</a>` : esc(d.device);
+  return `<tr data-device="${esc(d.device)}" data-registration="${esc(d.registration)}" data-status="${esc(d.status)}">
+    <td>${name}</td><td>${esc(d.name || "")}</td>
+    <td><span class="badge reg-${esc(d.registration)}">${esc(d.registration)}</span></td>
+    <td><span class="badge ${esc(d.status)}">${esc(d.status)}</span></td>
+    <td>${esc(d.type || "")}</td><td>${esc(d.area || "")}</td>
+    <td>${d.tags.map((t) => `<span class="tag">${esc(t)}</span>`).join(" ")}</td>
+    <td class="values">${values}</td>
+    <td class="alarms">${d.active_alarms ? `<span class="badge major">${d.active_alarms}</span>` : "0"}</td>
+    <td>${age(d.last_seen)}</td></tr>`;
+}
+
+async function registryView() {
+  const options = (names) => `<option value="">all</option>${names.map((n) => `<option>${n}</option>`).join("")}`;
+  main().innerHTML = `<h2>Device registry</h2><div class="toolbar">
+    <label>Registration <select id="reg-registration">${options(REGISTRATIONS)}</select></label>
+    <label>Status <select id="reg-status">${options(STATUSES)}</select></label>
+    <span class="muted" id="reg-count"></span></div>
+    <table id="registry"><thead><tr><th>Device</th><th>Name</th><th>Registration</th><th>Status</th><th>Type</th>
+    <th>Area</th><th>Tags</th><th>Last values</th><th>Active alarms</th><th>Last seen</th></tr></thead><tbody></tbody></table>
+    <button id="reg-more" hidden>Load more</button>`;
+  let cursor = null;
+  const load = async (more) => {
+    const q = new URLSearchParams({ limit: 500 });
+    for (const [param, id] of [["registration", "#reg-registration"], ["status", "#reg-status"]]) {
+      if ($(id).value) q.set(param, $(id).value);
+    }
+    const query = q.toString();
+    if (more && cursor) q.set("cursor", cursor);
+    const page = await api(`/devices?${q}`);
+    const table = $("#registry");
+    if (!table) return; // the view was left meanwhile
+    cursor = page.next_cursor;
+    const rows = page.items.map(registryRow).join("");
+    const tbody = $("#registry tbody");
+    if (more) tbody.insertAdjacentHTML("beforeend", rows);
+    else tbody.innerHTML = rows || `<tr><td colspan="10" class="muted">No devices match.</td></tr>`;
+    $("#reg-more").hidden = !cursor;
+    $("#reg-count").textContent = `${tbody.querySelectorAll("tr[data-device]").length} devices${cursor ? ", more to load" : ""}`;
+    table.dataset.query = query; // what is shown (the browser tests wait for it)
+  };
+  const reload = () => load(false).catch((err) => notice(`Could not load: ${err.message}`));
+  $("#reg-registration").onchange = reload;
+  $("#reg-status").onchange = reload;
+  $("#reg-more").onclick = () => load(true).catch((err) => notice(`Could not load: ${err.message}`));
+  await load(false);
+  return {};
 }
 
 // ---- Device -----------------------------------------------------------------------
@@ -411,7 +474,7 @@ async function route() {
   notice("");
   state.view = null;
   try {
-    const views = { plant: plantView, alarms: alarmsView, pipeline: pipelineView };
+    const views = { plant: plantView, registry: registryView, alarms: alarmsView, pipeline: pipelineView };
     state.view = page === "device" ? await deviceView(decodeURIComponent(arg || "")) : await (views[page] || plantView)();
     document.body.dataset.ready = page || "plant"; // the page has drawn (tests wait for it)
   } catch (err) {
