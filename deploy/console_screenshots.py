@@ -1,10 +1,10 @@
-"""Screenshots of the console's four pages, for the README, from a running API.
+"""Screenshots of the console's five pages, for the README, from a running API.
 
     make demo                    # in one terminal: prints the console's URL and a key
     .venv/bin/python deploy/console_screenshots.py --key sfk_... [--url http://127.0.0.1:8000]
 
 Drives Debian's Chromium (``deploy/browser.sh``) with Playwright for Python,
-logs in with the key, and writes ``docs/console/{plant,device,alarms,pipeline}.png``
+logs in with the key, and writes ``docs/console/{plant,device,alarms,pipeline,registry}.png``
 (the Device page is the first device on the Plant page, or ``--device``).
 """
 
@@ -30,7 +30,7 @@ def shoot(page: Page, name: str, out: Path) -> None:
 
 
 def main() -> None:
-    """Parse the arguments and take the four screenshots."""
+    """Parse the arguments and take the five screenshots."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--key", required=True, help="an admin key shows every page in full")
@@ -56,6 +56,8 @@ def main() -> None:
         shoot(page, "alarms", args.out)
         page.goto(f"{args.url}/#/pipeline")
         shoot(page, "pipeline", args.out)
+        page.goto(f"{args.url}/#/registry")
+        shoot(page, "registry", args.out)
         browser.close()
 
 
