@@ -178,7 +178,8 @@ _OTHERS = """
 SELECT p.device,
        (SELECT max(ts) FROM logs l WHERE l.device = p.device) AS log_ts,
        (SELECT max(ts) FROM alarms a WHERE a.device = p.device AND a.kind = 'device') AS signal_ts,
-       (SELECT count(*) FROM alarms a WHERE a.device = p.device AND a.state <> 'cleared')
+       (SELECT count(*) FROM alarms a WHERE a.device = p.device
+           AND a.state IN ('raised', 'acknowledged'))
            AS active_alarms
   FROM unnest(%(devices)s::text[] COLLATE "C") AS p(device)
 """

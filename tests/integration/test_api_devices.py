@@ -94,7 +94,11 @@ def _records(tenant: str, now: datetime) -> dict[type, list[Any]]:
     (hot,) = AlarmLifecycle(tenant, "press-1", "temperature", "hot", "threshold").raise_(
         ago(5), "major", 130.0, 120.0, "temperature 130 >= 120 (major)"
     )
-    return {Reading: readings, Event: events, LogRecord: logs, Alarm: [signal, hot]}
+    # press-2's alarm is shelved by the fixture below: not an active one.
+    (cold,) = AlarmLifecycle(tenant, "press-2", "temperature", "cold", "threshold").raise_(
+        ago(1300), "warning", 60.0, 65.0, "temperature 60 <= 65 (warning)"
+    )
+    return {Reading: readings, Event: events, LogRecord: logs, Alarm: [signal, hot, cold]}
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +113,7 @@ def reg(api_world: World, api: TestClient) -> Iterator[Registry]:
                 Reading("press-1", "temperature", registry.now, -1.0, OTHER, source="http")
             )
             writer.write({SPEC_BY_TYPE[t]: rs for t, rs in records.items()})
+            db.execute("UPDATE alarms SET state = 'shelved' WHERE device = 'press-2'")
         finally:
             writer.close()
         yield registry
@@ -348,6 +353,7 @@ def test_the_list_shows_registration_status_last_values_and_ranges(
     assert p1["last_values"]["state.mode"]["value"] == "running"  # an event's value
     assert p1["last_values"]["state.mode"]["in_range"] is None  # text: not judged
     assert p1["active_alarms"] == 1
+    assert items["press-2"]["active_alarms"] == 0  # its alarm is shelved: not active
     # The newest of readings and events (the event, 4 s ago).
     assert p1["last_seen"] == p1["last_values"]["state.mode"]["ts"]
 
