@@ -95,8 +95,8 @@ class DeviceOut(_Out):
     )
     status: Literal["online", "stale", "offline", "unknown"] = Field(
         "unknown",
-        description="By the age of last_seen: online up to STREAMFORGE_API_DEVICE_STALE_AFTER_S, "
-        "stale up to STREAMFORGE_API_DEVICE_OFFLINE_AFTER_S, offline beyond; unknown when "
+        description="By the age of last_seen: online up to STREAMFORGE_CONSOLE_ONLINE_S (60), "
+        "stale up to STREAMFORGE_CONSOLE_OFFLINE_S (900), offline beyond; unknown when "
         "nothing was ever stored from it.",
     )
     last_seen: datetime | None = Field(

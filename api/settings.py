@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from schemas.settings import Settings
 
@@ -67,23 +67,6 @@ class ApiSettings(Settings):
         "re-attaches to them (false: they stop with the API and are started again, resuming "
         "from their recovery store).",
     )
-    api_device_stale_after_s: float = Field(
-        120.0,
-        gt=0.0,
-        description="GET /devices: a device is online while the newest reading, event, log or "
-        "alarm signal it sent is at most this old, then stale.",
-    )
-    api_device_offline_after_s: float = Field(
-        3600.0,
-        gt=0.0,
-        description="GET /devices: a device is stale until this age, then offline.",
-    )
     api_flows_dir: str = Field(
         "/tmp/streamforge-flows", description="Where flow configs and recovery stores are written."
     )
-
-    @model_validator(mode="after")
-    def _device_ages(self) -> ApiSettings:
-        if self.api_device_offline_after_s < self.api_device_stale_after_s:
-            raise ValueError("api_device_offline_after_s must be at least api_device_stale_after_s")
-        return self

@@ -48,6 +48,7 @@ from fastapi.responses import JSONResponse
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
+from api.console.settings import ConsoleSettings
 from api.deps import Admin, State, TenantDB
 from api.models import (
     DecommissionIn,
@@ -274,7 +275,7 @@ async def _describe(conn: TenantDB, devices: list[str], state: State) -> dict[st
     events = await (await conn.execute(_EVENTS, params)).fetchall()
     others = {r["device"]: r for r in await (await conn.execute(_OTHERS, params)).fetchall()}
     now = datetime.now(UTC)
-    settings = state.settings
+    ages = ConsoleSettings()  # STREAMFORGE_CONSOLE_ONLINE_S and _OFFLINE_S
     found: dict[str, DeviceOut] = {}
     for name in devices:
         reg = regs.get(name)
@@ -310,10 +311,8 @@ async def _describe(conn: TenantDB, devices: list[str], state: State) -> dict[st
             continue
         out.metrics.sort()
         out.event_metrics.sort()
-        out.status = device_status(
-            out.last_seen, now, settings.api_device_stale_after_s,
-            settings.api_device_offline_after_s,
-        )  # fmt: skip
+        # The Plant page's thresholds, so the two pages agree on a device.
+        out.status = device_status(out.last_seen, now, ages.online_s, ages.offline_s)
     return found
 
 

@@ -73,8 +73,8 @@ def _records(tenant: str, now: datetime) -> dict[type, list[Any]]:
         Reading("press-1", "temperature", ago(65), 101.0, tenant, source="http", unit="C"),
         Reading("press-1", "temperature", ago(5), 130.0, tenant, source="http", unit="C"),
         Reading("press-1", "pressure", ago(6), 3.5, tenant, source="http", unit="bar"),
-        # press-2: last heard of 20 minutes ago (stale)
-        Reading("press-2", "temperature", ago(1200), 60.0, tenant, source="http"),
+        # press-2: last heard of 10 minutes ago (stale)
+        Reading("press-2", "temperature", ago(600), 60.0, tenant, source="http"),
         # press-old: three hours ago (offline), never registered
         Reading("press-old", "temperature", ago(3 * 3600), 20.0, tenant, source="http"),
         # mixer-5: fresh, for the decommissioning test
@@ -96,7 +96,7 @@ def _records(tenant: str, now: datetime) -> dict[type, list[Any]]:
     )
     # press-2's alarm is shelved by the fixture below: not an active one.
     (cold,) = AlarmLifecycle(tenant, "press-2", "temperature", "cold", "threshold").raise_(
-        ago(1300), "warning", 60.0, 65.0, "temperature 60 <= 65 (warning)"
+        ago(600), "warning", 60.0, 65.0, "temperature 60 <= 65 (warning)"
     )
     return {Reading: readings, Event: events, LogRecord: logs, Alarm: [signal, hot, cold]}
 
