@@ -30,7 +30,14 @@ def test_devices_list_with_metrics_last_seen_and_active_alarms(api: TestClient, 
     assert set(items) == {"press-1", "press-2"}  # plant-b's pump-9 is not listed
     assert items["press-1"]["metrics"] == ["pressure", "temperature"]
     assert items["press-1"]["last_seen"].startswith("2026-01-01T00:04:09")  # T0 + 249 s
-    assert items["press-2"]["active_alarms"] == 2
+    # Active: raised or acknowledged, as /alarms?state=active lists them (other modules of
+    # the suite act on this world's alarms: shelved ones are not active).
+    for device in ("press-1", "press-2"):
+        active = api.get(
+            "/alarms", params={"state": "active", "device": device, "limit": 100},
+            headers=api_world.headers(),
+        ).json()["items"]  # fmt: skip
+        assert items[device]["active_alarms"] == len(active), device
 
 
 def test_devices_pagination_and_one_device(api: TestClient, api_world: World):
