@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, AwareDatetime
 
@@ -130,3 +130,21 @@ def cursor_time(position: dict[str, Any], key: str, param: str = "cursor") -> da
     if value.tzinfo is None:
         raise invalid(param, "not a cursor returned by this API")
     return value
+
+
+async def read_body(request: Request, limit: int, what: str = "body") -> bytes:
+    """The request body, 413 as soon as it (or its declared length) passes ``limit`` bytes.
+
+    Read chunk by chunk, so an oversized body is refused without being held whole.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"{what} of {declared} bytes is larger than {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"{what} is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -60,7 +60,15 @@ from api.models import (
     LastValue,
     Page,
 )
-from api.params import TEXT_PATTERN, Cursor, Limit, decode_cursor, encode_cursor, invalid
+from api.params import (
+    TEXT_PATTERN,
+    Cursor,
+    Limit,
+    decode_cursor,
+    encode_cursor,
+    invalid,
+    read_body,
+)
 from api.registry import (
     MAX_IMPORT_BYTES,
     MEDIA_TYPES,
@@ -515,21 +523,6 @@ _IMPORT_BODY = {
 }
 
 
-async def _read_body(request: Request) -> bytes:
-    """The request body, 413 as soon as it passes :data:`MAX_IMPORT_BYTES`."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_IMPORT_BYTES:
-        raise HTTPException(413, f"an import is at most {MAX_IMPORT_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_IMPORT_BYTES:
-            raise HTTPException(413, f"an import is at most {MAX_IMPORT_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _import(
     conn: psycopg.AsyncConnection[dict[str, Any]],
     registrations: Iterable[DeviceRegistration],
@@ -572,7 +565,7 @@ async def import_devices(request: Request, caller: Admin, state: State) -> Any:
     Every row is validated first; any bad one answers 422 listing each bad
     row (CSV line or list index, field, message) and nothing is written.
     """
-    body = await _read_body(request)
+    body = await read_body(request, MAX_IMPORT_BYTES, "an import")
     try:
         # Off the event loop: a 5 MiB YAML document takes a while to parse.
         registrations = await asyncio.to_thread(

@@ -47,6 +47,7 @@ from api.auth import Principal
 from api.deps import AppState, app_state, authenticate_headers, request_caller
 from api.kafka import Headers, KafkaUnavailableError, Message3
 from api.models import IngestRejected, IngestResult
+from api.params import read_body
 from connectors.runtime.metrics import counter
 from flows.decode import decode_payload
 from schemas.models import SCHEMA_VERSION, DeadLetter, RawMessage, Reading, to_json
@@ -114,20 +115,6 @@ def _rejection(dead: DeadLetter) -> IngestRejected:
     return IngestRejected(index=None, reason=dead.reason)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"body of {declared} bytes is larger than {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @router.post(
     "/ingest",
     response_model=IngestResult,
@@ -155,7 +142,7 @@ async def ingest(request: Request) -> Response:
     # documents it in OpenAPI and serves it where that is not installed.
     caller = await request_caller(request, "operator")
     state = app_state(request)
-    body = await _read_body(request, state.extras["decode_config"].max_payload_bytes)
+    body = await read_body(request, state.extras["decode_config"].max_payload_bytes)
     return Response(await ingest_body(state, caller, body), media_type="application/json")
 
 
