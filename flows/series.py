@@ -37,10 +37,12 @@ from flows.kernels.series import (
     SeriesBucketLogic,
     SeriesProcessor,
     SeriesState,
+    end_series,
+    flush_rollups,
     not_admitted,
 )
 from schemas.devices import DeviceInfo, DeviceRegistry
-from schemas.models import DeadLetter, Reading, RecordKind, Rollup, is_number
+from schemas.models import DeadLetter, Reading, RecordKind, is_number
 
 RECONCILED = counter(
     "streamforge_series_reconciled_total",
@@ -169,7 +171,7 @@ class SeriesStart:
                 return state
             assert isinstance(fresh, SeriesState)
             reason = f"the series is now classified as {kind}, no longer {state.kind}"
-            self._end(state, last, out, reason)
+            end_series(state, out, last, reason)
             fresh.device = state.device
             RECONCILED.inc(change="kind")
             return fresh
@@ -221,31 +223,11 @@ class SeriesStart:
                 state.rollups = retiered
                 RECONCILED.inc(change="rollup_tiers")
         elif state.rollups is not None:  # turned off
-            produced: list[Any] = []
-            state.rollups.flush(produced, last)
-            _route(produced, out)
+            flush_rollups(state.rollups, out, last)
             state.rollups = None
             RECONCILED.inc(change="rollups_off")
         state.run_signal = m == config.alarm_management.running_metric
         return state
-
-    @staticmethod
-    def _end(state: SeriesState, last: Reading, out: OutputChunks, reason: str) -> None:
-        """A series' state ends: its windows emitted, its active alarms cleared with ``reason``."""
-        if state.pending is not None:
-            out.alarm.extend(state.pending)
-            state.pending = None
-        if state.rollups is not None:
-            produced: list[Any] = []
-            state.rollups.flush(produced, last)
-            _route(produced, out)
-        for tracker in state.alarm_trackers():
-            out.alarm += tracker.retire(last, reason)
-
-
-def _route(produced: list[Any], out: OutputChunks) -> None:
-    for record in produced:
-        (out.rollup if type(record) is Rollup else out.dead_letter).append(record)
 
 
 def series_processor(

@@ -541,29 +541,40 @@ class SeriesProcessor:
 
     def flush(self, state: SeriesState, out: OutputChunks, ident: Reading | None) -> None:
         """Emit the series' open rollup windows and a held raise (idle timeout or end of input)."""
-        if state.pending is not None:
-            out.alarm.extend(state.pending)
-            state.pending = None
-        if state.rollups is not None and ident is not None:
-            produced: list[Any] = []
-            state.rollups.flush(produced, ident)
-            for record in produced:
-                (out.rollup if type(record) is Rollup else out.dead_letter).append(record)
+        flush_series(state, out, ident)
 
     def expire(
         self, state: SeriesState, out: OutputChunks, ident: Reading, reason: str | None = None
     ) -> None:
-        """The end of a series' state: its windows emitted, its active alarms cleared.
-
-        ``reason`` (in the clears' messages) defaults to the TTL's.
-        """
-        self.flush(state, out, ident)
+        """The end of a series' state (:func:`end_series`); ``reason`` defaults to the TTL's."""
         if reason is None:
             days = self.config.series_ttl / 86400
             reason = f"no reading for {days:g} days: the series' state expired"
-        trackers = state.alarm_trackers()
-        for tracker in trackers:
-            out.alarm.extend(tracker.retire(ident, reason))
+        end_series(state, out, ident, reason)
+
+
+def flush_rollups(rollups: RollupState, out: OutputChunks, ident: Reading) -> None:
+    """Emit a series' open rollup windows (late values among them as dead letters)."""
+    produced: list[Any] = []
+    rollups.flush(produced, ident)
+    for record in produced:
+        (out.rollup if type(record) is Rollup else out.dead_letter).append(record)
+
+
+def flush_series(state: SeriesState, out: OutputChunks, ident: Reading | None) -> None:
+    """Emit a series' held anomaly raise and its open rollup windows (``ident``: its name)."""
+    if state.pending is not None:
+        out.alarm.extend(state.pending)
+        state.pending = None
+    if state.rollups is not None and ident is not None:
+        flush_rollups(state.rollups, out, ident)
+
+
+def end_series(state: SeriesState, out: OutputChunks, ident: Reading, reason: str) -> None:
+    """The end of a series' state: windows emitted, active alarms cleared with ``reason``."""
+    flush_series(state, out, ident)
+    for tracker in state.alarm_trackers():
+        out.alarm.extend(tracker.retire(ident, reason))
 
 
 class OutputChunks:
